@@ -1,1 +1,150 @@
-//! placeholder
+//! Postern's SMTP gateway: listeners (25 relay, 587 submission with STARTTLS, 465
+//! implicit TLS), the session state machine, AUTH and relay policy, and the durable
+//! spool. The binary in `main.rs` is a thin CLI over [`start`] and [`listener::serve`].
+//!
+//! Layout: `listener` (accept loop, session limits, shutdown), `session/` (one file
+//! per SMTP command), `auth` (credentials, brute-force protection), `tls` (server
+//! TLS with reloading), `spool` (durable store), `received` (Received header),
+//! `reload` (file watching). This crate never links Kubernetes code.
+
+pub mod auth;
+pub mod listener;
+pub mod received;
+pub mod reload;
+pub mod session;
+pub mod spool;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use postern_config::{GatewayConfig, ListenerKind};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::auth::{CredentialStore, CredentialsError, FailureTracker};
+use crate::spool::{Spool, SpoolError, SpooledMessage};
+use crate::tls::{ServerTls, TlsError};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("cannot listen on {address} ({kind}): {source}")]
+    Bind {
+        address: std::net::SocketAddr,
+        kind: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Everything sessions share.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    /// Server TLS; None only when no listener needs it (then STARTTLS is not offered).
+    pub tls: Option<Arc<ServerTls>>,
+    /// SMTP AUTH users; None when no credentials file is configured.
+    pub credentials: Option<Arc<CredentialStore>>,
+    pub failures: FailureTracker,
+    pub spool: Spool,
+    /// Turns true when the gateway begins to shut down.
+    pub shutdown: watch::Receiver<bool>,
+    sessions: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Gateway {
+    /// Assembles a gateway from loaded parts (see [`start`] for loading them from the
+    /// configuration).
+    pub fn new(
+        config: GatewayConfig,
+        tls: Option<Arc<ServerTls>>,
+        credentials: Option<Arc<CredentialStore>>,
+        spool: Spool,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            failures: FailureTracker::new(&config.auth),
+            sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
+            per_ip: Mutex::new(HashMap::new()),
+            config,
+            tls,
+            credentials,
+            spool,
+            shutdown,
+        }
+    }
+}
+
+/// A gateway ready to serve: its shared state, bound listeners, what the spool held
+/// at start, and the switch that starts a graceful shutdown.
+pub struct Started {
+    pub gateway: Arc<Gateway>,
+    pub listeners: Vec<(TcpListener, ListenerKind)>,
+    pub recovered: Vec<SpooledMessage>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// Loads TLS, credentials and the spool, starts the reloaders and binds every
+/// listener. Call from within a Tokio runtime.
+pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
+    let tls_cfg = &config.tls;
+    if tls_cfg.self_signed_if_missing {
+        let names = vec![config.hostname.clone(), "localhost".to_owned()];
+        if tls::ensure_self_signed(&tls_cfg.certificate, &tls_cfg.private_key, &names)? {
+            tracing::warn!(
+                certificate = %tls_cfg.certificate.display(),
+                "wrote a self-signed certificate; clients will not trust it"
+            );
+        }
+    }
+    let tls = Arc::new(ServerTls::load(&tls_cfg.certificate, &tls_cfg.private_key)?);
+    tls.spawn_reloader(tls_cfg.reload_interval);
+    let credentials = match &config.auth.credentials_file {
+        Some(path) => {
+            let store = Arc::new(CredentialStore::load(path)?);
+            tracing::info!(users = store.current().len(), "credentials loaded");
+            store.spawn_reloader(config.auth.reload_interval);
+            Some(store)
+        }
+        None => {
+            tracing::warn!(
+                "no auth.credentials_file: AUTH is off; submission listeners will refuse all mail"
+            );
+            None
+        }
+    };
+    let (spool, recovered) = Spool::open(&config.spool.directory)?;
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let sock = TcpListener::bind(l.address)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: l.address,
+                kind: l.kind.as_str(),
+                source,
+            })?;
+        tracing::info!(address = %l.address, kind = l.kind.as_str(), "listening");
+        listeners.push((sock, l.kind));
+    }
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let gateway = Arc::new(Gateway::new(
+        config,
+        Some(tls),
+        credentials,
+        spool,
+        shutdown_rx,
+    ));
+    Ok(Started {
+        gateway,
+        listeners,
+        recovered,
+        shutdown,
+    })
+}

@@ -1,1 +1,234 @@
-fn main() {}
+//! `postern-gateway`: run the gateway, try it out, make password hashes, look at the
+//! queue. A thin layer over the library; errors get context here.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use postern_config::{GatewayConfig, ListenerConfig, ListenerKind, LogFormat};
+use postern_gateway::{auth, listener, spool};
+
+#[derive(Parser)]
+#[command(
+    name = "postern-gateway",
+    version,
+    about = "Postern SMTP submission gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway with a configuration file.
+    Run {
+        #[arg(long, short, default_value = "/etc/postern/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Run a gateway for trying out: ports 2525 (relay), 2587 (submission) and 2465
+    /// (implicit TLS) on 127.0.0.1, a self-signed certificate, a spool and a demo user
+    /// whose new password is printed, all under DIR.
+    Demo {
+        #[arg(long, default_value = "postern-demo")]
+        dir: PathBuf,
+    },
+    /// Check a configuration file and print it with every default filled in.
+    CheckConfig {
+        #[arg(long, short, default_value = "/etc/postern/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Read a password from standard input and print its hash for the credentials file.
+    HashPassword {
+        /// bcrypt (cost 12) instead of argon2id.
+        #[arg(long)]
+        bcrypt: bool,
+    },
+    /// Look at queued messages.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// One JSON line per queued message: id, sender, recipients, size, arrival.
+    List {
+        #[arg(long, short, default_value = "/etc/postern/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Print a queued message's content.
+    Show {
+        #[arg(long, short, default_value = "/etc/postern/gateway.toml")]
+        config: PathBuf,
+        id: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run { config } => {
+            let cfg = GatewayConfig::load(&config)?;
+            run(cfg)
+        }
+        Cmd::Demo { dir } => {
+            let cfg = demo_setup(&dir)?;
+            run(cfg)
+        }
+        Cmd::CheckConfig { config } => {
+            let cfg = GatewayConfig::load(&config)?;
+            print!("{}", cfg.to_toml()?);
+            Ok(())
+        }
+        Cmd::HashPassword { bcrypt } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let pw = line.trim_end_matches(['\r', '\n']);
+            if pw.is_empty() {
+                bail!("no password on standard input");
+            }
+            println!("{}", auth::hash_password(pw, bcrypt)?);
+            Ok(())
+        }
+        Cmd::Queue { command } => queue(command),
+    }
+}
+
+fn run(cfg: GatewayConfig) -> Result<()> {
+    init_logging(&cfg)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let started = postern_gateway::start(cfg)
+            .await
+            .context("starting the gateway")?;
+        tracing::info!(
+            messages = started.recovered.len(),
+            "spool scanned; complete messages stay queued"
+        );
+        let shutdown = started.shutdown;
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: no new sessions; open transactions may finish");
+            let _ = shutdown.send(true);
+        });
+        listener::serve(started.gateway, started.listeners).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging(cfg: &GatewayConfig) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .with_context(|| format!("log.level {:?} is not a valid filter", cfg.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+fn queue(cmd: QueueCmd) -> Result<()> {
+    match cmd {
+        QueueCmd::List { config } => {
+            let cfg = GatewayConfig::load(&config)?;
+            let out = std::io::stdout();
+            let mut out = out.lock();
+            for m in spool::list(&cfg.spool.directory)? {
+                let line = serde_json::json!({
+                    "id": m.envelope.id,
+                    "sender": m.envelope.sender,
+                    "recipients": m.envelope.recipients,
+                    "size": m.size,
+                    "received_at": m.envelope.received_at,
+                    "auth_user": m.envelope.auth_user,
+                });
+                writeln!(out, "{line}")?;
+            }
+            Ok(())
+        }
+        QueueCmd::Show { config, id } => {
+            let cfg = GatewayConfig::load(&config)?;
+            let out = std::io::stdout();
+            spool::copy_body(&cfg.spool.directory, &id, &mut out.lock())?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes the demo configuration and a fresh demo user under `dir`.
+fn demo_setup(dir: &Path) -> Result<GatewayConfig> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let mut pw = [0u8; 12];
+    getrandom::fill(&mut pw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let password: String = pw
+        .iter()
+        .map(|b| {
+            b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"[*b as usize % 55] as char
+        })
+        .collect();
+    let hash = auth::hash_password(&password, false)?;
+    let creds = dir.join("credentials");
+    std::fs::write(&creds, format!("demo:{hash}:@example.com\n"))
+        .with_context(|| format!("writing {}", creds.display()))?;
+    let mut cfg = GatewayConfig {
+        hostname: "localhost".into(),
+        listeners: vec![
+            ListenerConfig::new(ListenerKind::Relay, ([127, 0, 0, 1], 2525).into()),
+            ListenerConfig::new(ListenerKind::Submission, ([127, 0, 0, 1], 2587).into()),
+            ListenerConfig::new(ListenerKind::Submissions, ([127, 0, 0, 1], 2465).into()),
+        ],
+        ..GatewayConfig::default()
+    };
+    cfg.tls.certificate = dir.join("tls.crt");
+    cfg.tls.private_key = dir.join("tls.key");
+    cfg.tls.self_signed_if_missing = true;
+    cfg.spool.directory = dir.join("spool");
+    cfg.auth.credentials_file = Some(creds);
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, cfg.to_toml()?).with_context(|| format!("writing {}", path.display()))?;
+    println!("Postern demo gateway");
+    println!("  configuration: {}", path.display());
+    println!("  user:          demo");
+    println!("  password:      {password}");
+    println!("  may send as:   any address @example.com");
+    println!("  submission:    127.0.0.1:2587 (STARTTLS), 127.0.0.1:2465 (implicit TLS)");
+    println!("  try:           swaks --server 127.0.0.1:2587 --tls --tls-verify=0 --auth PLAIN \\");
+    println!("                   --auth-user demo --auth-password '{password}' \\");
+    println!("                   --from app@example.com --to someone@example.net");
+    println!(
+        "  queued mail:   postern-gateway queue list --config {}",
+        path.display()
+    );
+    println!();
+    std::io::stdout().flush()?;
+    Ok(cfg)
+}

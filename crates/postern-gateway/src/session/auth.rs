@@ -1,0 +1,187 @@
+//! AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN, only over TLS. Every failure
+//! gets the same reply whatever was wrong; failures per client IP lead to delays and
+//! then to 421 and a temporary block.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use postern_proto::{EnhancedCode, Reply};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Exit, Flow, Session};
+use crate::auth::Verdict;
+
+/// Longest SASL line (RFC 4954 §4).
+const MAX_SASL_LINE: usize = 12_288;
+
+/// A SASL exchange that did not produce credentials.
+enum Abort {
+    /// The client cancelled with `*`.
+    Cancelled,
+    /// The response was not base64 or not shaped as the mechanism needs.
+    Malformed,
+    /// The session must end.
+    End(Exit),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(super) async fn auth(&mut self, mechanism: String, initial: Option<String>) -> Flow {
+        if self.greeting.is_none() {
+            return self.refuse(Reply::new(
+                503,
+                EnhancedCode(5, 5, 1),
+                "Error: send EHLO first",
+            ));
+        }
+        if self.tls.is_none() {
+            return self.refuse(Reply::new(
+                530,
+                EnhancedCode(5, 7, 0),
+                "Must issue a STARTTLS command first",
+            ));
+        }
+        let Some(store) = self.gw.credentials.clone() else {
+            return self.refuse(Reply::new(
+                503,
+                EnhancedCode(5, 5, 1),
+                "Error: authentication not enabled",
+            ));
+        };
+        if self.user.is_some() {
+            return self.refuse(Reply::new(
+                503,
+                EnhancedCode(5, 5, 1),
+                "Error: already authenticated",
+            ));
+        }
+        if self.txn.is_some() {
+            return self.refuse(Reply::new(
+                503,
+                EnhancedCode(5, 5, 1),
+                "Error: MAIL transaction in progress",
+            ));
+        }
+        let exchange = match mechanism.as_str() {
+            "PLAIN" => self.sasl_plain(initial).await,
+            "LOGIN" => self.sasl_login(initial).await,
+            _ => {
+                return self.refuse(Reply::new(
+                    504,
+                    EnhancedCode(5, 5, 4),
+                    "Error: unrecognized authentication type; use PLAIN or LOGIN",
+                ));
+            }
+        };
+        let (name, password) = match exchange {
+            Ok(c) => c,
+            Err(Abort::Cancelled) => {
+                return self.refuse(Reply::new(
+                    501,
+                    EnhancedCode(5, 7, 0),
+                    "Authentication aborted",
+                ));
+            }
+            Err(Abort::Malformed) => {
+                return self.refuse(Reply::new(
+                    501,
+                    EnhancedCode(5, 5, 2),
+                    "Error: cannot decode SASL response",
+                ));
+            }
+            Err(Abort::End(e)) => return Flow::End(e),
+        };
+        let user = match name {
+            Some(name) => {
+                let verify = tokio::task::spawn_blocking(move || store.verify(&name, &password));
+                verify.await.ok().flatten()
+            }
+            None => None,
+        };
+        if let Some(user) = user {
+            tracing::info!(client = %self.peer, user = %user.name, mechanism, "authenticated");
+            self.user = Some(user);
+            return self.ok(Reply::new(
+                235,
+                EnhancedCode(2, 7, 0),
+                "Authentication successful",
+            ));
+        }
+        tracing::info!(client = %self.peer, mechanism, "authentication failed");
+        match self.gw.failures.record_failure(self.peer) {
+            Verdict::Allow => {}
+            Verdict::Delay(d) => tokio::time::sleep(d).await,
+            Verdict::Block => {
+                tracing::warn!(client = %self.peer, "client blocked after repeated authentication failures");
+                self.wire.reply(&Reply::new(
+                    421,
+                    EnhancedCode(4, 7, 0),
+                    format!(
+                        "{} Error: too many authentication failures; try again later",
+                        self.gw.config.hostname
+                    ),
+                ));
+                return Flow::End(Exit::Closed("blocked after authentication failures"));
+            }
+        }
+        self.refuse(Reply::new(
+            535,
+            EnhancedCode(5, 7, 8),
+            "Error: authentication failed",
+        ))
+    }
+
+    /// Sends a 334 challenge and reads the client's base64 answer.
+    async fn challenge(&mut self, prompt: &'static str) -> Result<Vec<u8>, Abort> {
+        self.wire.reply(&Reply::plain(334, vec![prompt.into()]));
+        let line = match self.read_line(MAX_SASL_LINE).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(_)) => return Err(Abort::Malformed),
+            Err(e) => return Err(Abort::End(e)),
+        };
+        decode(&line)
+    }
+
+    /// PLAIN: `authzid NUL authcid NUL password`. A different authzid (acting for
+    /// someone else) is not supported and fails like a wrong password.
+    async fn sasl_plain(
+        &mut self,
+        initial: Option<String>,
+    ) -> Result<(Option<String>, String), Abort> {
+        let raw = match initial {
+            Some(i) => decode(i.as_bytes())?,
+            None => self.challenge("").await?,
+        };
+        let mut parts = raw.split(|&b| b == 0);
+        let (Some(authz), Some(authc), Some(pw), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Abort::Malformed);
+        };
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| Abort::Malformed);
+        let (authz, authc, pw) = (text(authz)?, text(authc)?, text(pw)?);
+        let name = (authz.is_empty() || authz == authc).then_some(authc);
+        Ok((name, pw))
+    }
+
+    /// LOGIN: user name and password in two challenges ("Username:", "Password:").
+    async fn sasl_login(
+        &mut self,
+        initial: Option<String>,
+    ) -> Result<(Option<String>, String), Abort> {
+        let name = match initial {
+            Some(i) => decode(i.as_bytes())?,
+            None => self.challenge("VXNlcm5hbWU6").await?,
+        };
+        let pw = self.challenge("UGFzc3dvcmQ6").await?;
+        let name = String::from_utf8(name).map_err(|_| Abort::Malformed)?;
+        let pw = String::from_utf8(pw).map_err(|_| Abort::Malformed)?;
+        Ok((Some(name), pw))
+    }
+}
+
+fn decode(line: &[u8]) -> Result<Vec<u8>, Abort> {
+    match line {
+        b"*" => Err(Abort::Cancelled),
+        b"=" => Ok(Vec::new()),
+        _ => B64.decode(line).map_err(|_| Abort::Malformed),
+    }
+}

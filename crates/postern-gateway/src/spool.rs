@@ -1,0 +1,573 @@
+//! The durable message store. A message is one file, `messages/<ID>`:
+//!
+//! ```text
+//! body (as received, Received header first) | envelope (JSON) | footer (45 octets)
+//! footer = "\nPOSTERN1 " <body length: 16 hex> " " <envelope length: 8 hex> " "
+//!          <CRC-32 of body and envelope: 8 hex> "\n"
+//! ```
+//!
+//! The body streams to the file as it arrives; bounded buffers only. A message is
+//! accepted only once a committer thread has made it durable: it takes every commit
+//! waiting at that moment (group commit) and calls `syncfs(2)` once for the batch,
+//! which writes file data and directory entries of the spool filesystem to stable
+//! storage. Only then does any session in the batch say 250.
+//!
+//! The footer makes every file self-validating: a file cut short by a crash, or whose
+//! blocks did not all reach the disk, fails the length or CRC check and is removed on
+//! start; it never got a 250, so the client still has it.
+//!
+//! This module must never hold a whole message body in memory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+const FOOTER_LEN: usize = 45;
+const FOOTER_MAGIC: &[u8] = b"\nPOSTERN1 ";
+/// Body bytes buffered before they are written out.
+const WRITE_CHUNK: usize = 128 * 1024;
+/// Commits taken into one batch at most.
+const MAX_BATCH: usize = 4096;
+
+/// Errors of the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool I/O on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("spool committer has stopped")]
+    CommitterGone,
+    #[error("spool file {path} is damaged: {what}")]
+    Damaged { path: PathBuf, what: &'static str },
+    #[error("no message {0} in the spool")]
+    NotFound(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What the gateway knows about a message besides its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Queue ID, also the file name.
+    pub id: String,
+    /// MAIL FROM address; empty for the null sender.
+    pub sender: String,
+    /// RCPT TO addresses in the order given.
+    pub recipients: Vec<String>,
+    /// Seconds since the Unix epoch when the message was accepted.
+    pub received_at: u64,
+    /// Client IP address.
+    pub client_ip: String,
+    /// HELO/EHLO name the client gave.
+    pub helo: String,
+    /// Authenticated user, if any.
+    pub auth_user: Option<String>,
+    /// Listener kind that took the message.
+    pub listener: String,
+    /// The client asked for SMTPUTF8.
+    pub smtputf8: bool,
+    /// The content holds octets above 127.
+    pub eight_bit: bool,
+}
+
+/// A complete message found in the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledMessage {
+    pub envelope: Envelope,
+    /// Content length in octets.
+    pub size: u64,
+}
+
+struct CommitJob {
+    path: PathBuf,
+    file: Option<File>,
+    tail: Vec<u8>,
+    done: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+struct Inner {
+    messages: PathBuf,
+    jobs: std::sync::Mutex<std_mpsc::Sender<CommitJob>>,
+    ids: IdGenerator,
+}
+
+/// Handle to the spool, cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+impl Spool {
+    /// Opens (creating when missing) the spool at `dir`, removes damaged or partial
+    /// files, starts the committer and returns every complete message.
+    pub fn open(dir: &Path) -> Result<(Spool, Vec<SpooledMessage>), SpoolError> {
+        let messages = dir.join("messages");
+        fs::create_dir_all(&messages).map_err(io_err(&messages))?;
+        let recovered = scan(&messages, true)?;
+        let (tx, rx) = std_mpsc::channel::<CommitJob>();
+        let sync_dir = File::open(&messages).map_err(io_err(&messages))?;
+        std::thread::Builder::new()
+            .name("spool-commit".into())
+            .spawn(move || committer(rx, sync_dir))
+            .map_err(io_err(&messages))?;
+        let spool = Spool {
+            inner: Arc::new(Inner {
+                messages,
+                jobs: std::sync::Mutex::new(tx),
+                ids: IdGenerator::new(),
+            }),
+        };
+        Ok((spool, recovered))
+    }
+
+    /// Starts a new message; the caller streams its content and then commits.
+    pub fn create(&self) -> SpoolWriter {
+        let id = self.inner.ids.next();
+        SpoolWriter {
+            path: self.inner.messages.join(&id),
+            id,
+            spool: self.inner.clone(),
+            file: None,
+            buf: Vec::new(),
+            len: 0,
+            crc: crc32fast::Hasher::new(),
+            finished: false,
+        }
+    }
+
+    /// The directory holding message files.
+    pub fn messages_dir(&self) -> &Path {
+        &self.inner.messages
+    }
+}
+
+/// Lists complete messages without changing anything (for `postern-gateway queue`).
+pub fn list(dir: &Path) -> Result<Vec<SpooledMessage>, SpoolError> {
+    scan(&dir.join("messages"), false)
+}
+
+/// Copies the content of message `id` to `out`.
+pub fn copy_body(dir: &Path, id: &str, out: &mut impl Write) -> Result<(), SpoolError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(SpoolError::NotFound(id.to_owned()));
+    }
+    let path = dir.join("messages").join(id);
+    let mut file = File::open(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => SpoolError::NotFound(id.to_owned()),
+        _ => SpoolError::Io {
+            path: path.clone(),
+            source: e,
+        },
+    })?;
+    let (msg, _) = validate(&mut file, &path)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
+    io::copy(&mut file.take(msg.size), out).map_err(io_err(&path))?;
+    Ok(())
+}
+
+/// Streams one message's content to its file.
+pub struct SpoolWriter {
+    id: String,
+    path: PathBuf,
+    spool: Arc<Inner>,
+    file: Option<File>,
+    buf: Vec<u8>,
+    len: u64,
+    crc: crc32fast::Hasher,
+    finished: bool,
+}
+
+impl SpoolWriter {
+    /// The queue ID this message will have.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Content octets so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no content was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends content; writes to the file whenever a chunk is full.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
+        self.crc.update(data);
+        self.len += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= WRITE_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SpoolError> {
+        let buf = std::mem::take(&mut self.buf);
+        let file = self.file.take();
+        let path = self.path.clone();
+        let (file, mut buf) = tokio::task::spawn_blocking(move || {
+            let mut file = match file {
+                Some(f) => f,
+                None => create_file(&path)?,
+            };
+            file.write_all(&buf).map_err(io_err(&path))?;
+            Ok::<_, SpoolError>((file, buf))
+        })
+        .await
+        .map_err(|e| SpoolError::Io {
+            path: self.path.clone(),
+            source: io::Error::other(e),
+        })??;
+        self.file = Some(file);
+        buf.clear();
+        self.buf = buf;
+        Ok(())
+    }
+
+    /// Records the envelope and makes the message durable. Returns once it is on
+    /// stable storage; only then may the session reply 250.
+    pub async fn commit(mut self, envelope: &Envelope) -> Result<SpooledMessage, SpoolError> {
+        let env = serde_json::to_vec(envelope).map_err(|e| SpoolError::Io {
+            path: self.path.clone(),
+            source: io::Error::other(e),
+        })?;
+        let mut crc = std::mem::take(&mut self.crc);
+        crc.update(&env);
+        let mut tail = std::mem::take(&mut self.buf);
+        tail.extend_from_slice(&env);
+        tail.extend_from_slice(&footer(self.len, env.len() as u32, crc.finalize()));
+        let (done, result) = oneshot::channel();
+        let job = CommitJob {
+            path: self.path.clone(),
+            file: self.file.take(),
+            tail,
+            done,
+        };
+        let sent = match self.spool.jobs.lock() {
+            Ok(jobs) => jobs.send(job).is_ok(),
+            Err(_) => false,
+        };
+        // From here the committer owns the file, including its removal on failure.
+        self.finished = true;
+        if !sent {
+            return Err(SpoolError::CommitterGone);
+        }
+        result.await.map_err(|_| SpoolError::CommitterGone)??;
+        Ok(SpooledMessage {
+            envelope: envelope.clone(),
+            size: self.len,
+        })
+    }
+
+    /// Drops the message (refused, aborted or connection lost).
+    pub async fn abort(mut self) {
+        self.finished = true;
+        if self.file.take().is_some() {
+            let path = self.path.clone();
+            let _ = tokio::task::spawn_blocking(move || fs::remove_file(path)).await;
+        }
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        // A session that ended without commit or abort (its task was cancelled):
+        // the partial file must not stay behind.
+        if !self.finished && self.file.take().is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn create_file(path: &Path) -> Result<File, SpoolError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err(path))
+}
+
+fn footer(body_len: u64, env_len: u32, crc: u32) -> Vec<u8> {
+    let f = format!("\nPOSTERN1 {body_len:016x} {env_len:08x} {crc:08x}\n");
+    debug_assert_eq!(f.len(), FOOTER_LEN);
+    f.into_bytes()
+}
+
+/// The committer thread: one `syncfs` per batch of waiting commits.
+fn committer(rx: std_mpsc::Receiver<CommitJob>, sync_dir: File) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut written = Vec::with_capacity(batch.len());
+        for job in batch {
+            let CommitJob {
+                path,
+                file,
+                tail,
+                done,
+            } = job;
+            let result = (|| {
+                let mut file = match file {
+                    Some(f) => f,
+                    None => create_file(&path)?,
+                };
+                file.write_all(&tail).map_err(io_err(&path))
+            })();
+            match result {
+                Ok(()) => written.push((path, done)),
+                Err(e) => {
+                    let _ = fs::remove_file(&path);
+                    let _ = done.send(Err(e));
+                }
+            }
+        }
+        if written.is_empty() {
+            continue;
+        }
+        match rustix::fs::syncfs(&sync_dir) {
+            Ok(()) => {
+                for (_, done) in written {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(errno) => {
+                // Nothing in this batch is known to be durable: refuse all (the
+                // clients keep their copies) and remove the files.
+                for (path, done) in written {
+                    let _ = fs::remove_file(&path);
+                    let _ = done.send(Err(SpoolError::Io {
+                        path,
+                        source: io::Error::from(errno),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Reads and checks every message file; with `repair`, removes the damaged ones.
+fn scan(messages: &Path, repair: bool) -> Result<Vec<SpooledMessage>, SpoolError> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(messages).map_err(io_err(messages))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(messages))?;
+        let path = entry.path();
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        match validate(&mut file, &path) {
+            Ok((msg, _)) => out.push(msg),
+            Err(SpoolError::Damaged { what, .. }) => {
+                if repair {
+                    tracing::warn!(path = %path.display(), reason = what,
+                        "removing incomplete spool file (never acknowledged)");
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.envelope.received_at, &a.envelope.id).cmp(&(b.envelope.received_at, &b.envelope.id))
+    });
+    Ok(out)
+}
+
+/// Checks one file's footer and CRC; returns the message and the footer fields.
+fn validate(file: &mut File, path: &Path) -> Result<(SpooledMessage, u32), SpoolError> {
+    let damaged = |what| SpoolError::Damaged {
+        path: path.to_owned(),
+        what,
+    };
+    let total = file.metadata().map_err(io_err(path))?.len();
+    if total < FOOTER_LEN as u64 {
+        return Err(damaged("shorter than its footer"));
+    }
+    let mut foot = [0u8; FOOTER_LEN];
+    file.seek(SeekFrom::Start(total - FOOTER_LEN as u64))
+        .map_err(io_err(path))?;
+    file.read_exact(&mut foot).map_err(io_err(path))?;
+    let fields = parse_footer(&foot).ok_or_else(|| damaged("no valid footer"))?;
+    let (body_len, env_len, crc) = fields;
+    if body_len + env_len as u64 + FOOTER_LEN as u64 != total {
+        return Err(damaged("lengths do not match the file size"));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut reader = (&mut *file).take(body_len);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut chunk).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+    }
+    let mut env = vec![0u8; env_len as usize];
+    file.read_exact(&mut env).map_err(io_err(path))?;
+    hasher.update(&env);
+    if hasher.finalize() != crc {
+        return Err(damaged("checksum mismatch"));
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(&env).map_err(|_| damaged("envelope is not valid JSON"))?;
+    Ok((
+        SpooledMessage {
+            envelope,
+            size: body_len,
+        },
+        crc,
+    ))
+}
+
+fn parse_footer(foot: &[u8; FOOTER_LEN]) -> Option<(u64, u32, u32)> {
+    let rest = foot.strip_prefix(FOOTER_MAGIC)?;
+    let text = std::str::from_utf8(rest).ok()?.strip_suffix('\n')?;
+    let mut parts = text.split(' ');
+    let body = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let env = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let crc = u32::from_str_radix(parts.next()?, 16).ok()?;
+    Some((body, env, crc))
+}
+
+/// Queue IDs: 11 base-32 digits of the time in microseconds, then 4 of a counter that
+/// starts at a random value; unique within a process and across restarts, sortable by
+/// time, safe as file names.
+struct IdGenerator {
+    counter: AtomicU64,
+}
+
+const ID_ALPHABET: &[u8; 32] = b"0123456789BCDFGHJKLMNPQRSTVWXYZa";
+
+impl IdGenerator {
+    fn new() -> Self {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        Self {
+            counter: AtomicU64::new(u64::from_le_bytes(seed)),
+        }
+    }
+
+    fn next(&self) -> String {
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(15);
+        for shift in (0..11).rev() {
+            id.push(ID_ALPHABET[((micros >> (shift * 5)) & 31) as usize] as char);
+        }
+        for shift in (0..4).rev() {
+            id.push(ID_ALPHABET[((n >> (shift * 5)) & 31) as usize] as char);
+        }
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(id: &str) -> Envelope {
+        Envelope {
+            id: id.to_owned(),
+            sender: "a@example.com".into(),
+            recipients: vec!["b@example.net".into()],
+            received_at: 1,
+            client_ip: "127.0.0.1".into(),
+            helo: "client".into(),
+            auth_user: None,
+            listener: "submission".into(),
+            smtputf8: false,
+            eight_bit: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_then_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, found) = Spool::open(dir.path()).unwrap();
+        assert!(found.is_empty());
+        let mut w = spool.create();
+        let id = w.id().to_owned();
+        // Larger than one chunk, so the file is written before commit.
+        let body = vec![b'x'; WRITE_CHUNK * 2 + 17];
+        w.write(&body).await.unwrap();
+        w.commit(&envelope(&id)).await.unwrap();
+        let mut out = Vec::new();
+        copy_body(dir.path(), &id, &mut out).unwrap();
+        assert_eq!(out, body);
+        let (_, found) = Spool::open(dir.path()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].envelope.id, id);
+        assert_eq!(found[0].size, body.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn partial_and_damaged_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let mut w = spool.create();
+        let id = w.id().to_owned();
+        w.write(b"hello\r\n").await.unwrap();
+        w.commit(&envelope(&id)).await.unwrap();
+        let good = spool.messages_dir().join(&id);
+        let full = fs::read(&good).unwrap();
+        // A file cut anywhere, and one with a flipped byte, are not messages.
+        for cut in [0, 3, full.len() - 1] {
+            fs::write(spool.messages_dir().join(format!("CUT{cut}")), &full[..cut]).unwrap();
+        }
+        let mut flipped = full.clone();
+        flipped[0] ^= 1;
+        fs::write(spool.messages_dir().join("FLIP"), &flipped).unwrap();
+        assert_eq!(list(dir.path()).unwrap().len(), 1);
+        let (_, found) = Spool::open(dir.path()).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(fs::read_dir(spool.messages_dir()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn aborted_and_dropped_writers_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let mut w = spool.create();
+        w.write(&vec![b'y'; WRITE_CHUNK + 1]).await.unwrap();
+        w.abort().await;
+        let mut w = spool.create();
+        w.write(&vec![b'y'; WRITE_CHUNK + 1]).await.unwrap();
+        drop(w);
+        assert_eq!(fs::read_dir(spool.messages_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn ids_are_unique_and_ordered() {
+        let g = IdGenerator::new();
+        let a = g.next();
+        let b = g.next();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 15);
+        assert!(a[..11] <= b[..11]);
+    }
+}
