@@ -1,8 +1,11 @@
 //! Black-box test support for Postern: starting the built gateway with a private
-//! configuration, and the real peers it is tested against (Postfix, SMTP load).
+//! configuration (`gateway`), a byte-exact SMTP client (`smtp`), and the real peers it
+//! is tested against (Postfix and smtp-sink in `postfix`, SMTP load in `loadgen`).
 //!
-//! Peers are never faked here. When a peer is missing and `CI=true`, the helpers fail
-//! the test instead of skipping it.
+//! Peers are never faked here. A missing peer fails the test with the command that
+//! installs it; nothing is skipped.
 
+pub mod gateway;
 pub mod loadgen;
 pub mod postfix;
+pub mod smtp;

@@ -221,7 +221,7 @@ fn demo_setup(dir: &Path) -> Result<GatewayConfig> {
     println!("  password:      {password}");
     println!("  may send as:   any address @example.com");
     println!("  submission:    127.0.0.1:2587 (STARTTLS), 127.0.0.1:2465 (implicit TLS)");
-    println!("  try:           swaks --server 127.0.0.1:2587 --tls --tls-verify=0 --auth PLAIN \\");
+    println!("  try:           swaks --server 127.0.0.1:2587 --tls --auth PLAIN \\");
     println!("                   --auth-user demo --auth-password '{password}' \\");
     println!("                   --from app@example.com --to someone@example.net");
     println!(

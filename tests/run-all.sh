@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone on a fresh machine:
+#   1. installs the real peers the tests talk to when missing (Debian packages),
+#   2. checks formatting and lints,
+#   3. builds the binaries the black-box tests run,
+#   4. runs every test (unit, property, black-box against real clients and servers).
+# Heavy build output goes to a cache outside the clone, so repeated runs are fast;
+# nothing depends on that cache being there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postern/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+tests/scripts/install-peers.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (binaries for black-box tests)"
+cargo build --workspace --bins --locked
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast

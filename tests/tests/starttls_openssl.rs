@@ -1,0 +1,133 @@
+//! STARTTLS with `openssl s_client -starttls smtp`: the certificate verifies for the
+//! gateway's name, TLS 1.2 and 1.3 work, AUTH and a whole submission go through the
+//! encrypted channel; and the plaintext-injection attack (commands pipelined behind
+//! STARTTLS, CVE-2011-0411 style) finds nothing to inject.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use postern_tests::gateway::{PASSWORD, TestGateway, USER, require};
+use postern_tests::smtp::Smtp;
+
+fn s_client(gw: &TestGateway, extra: &[&str], input: &str) -> String {
+    let mut child = Command::new(require("openssl"))
+        .args(["s_client", "-starttls", "smtp", "-connect"])
+        .arg(gw.submission.to_string())
+        .args(["-CAfile"])
+        .arg(&gw.config.tls.certificate)
+        .args([
+            "-verify_hostname",
+            "gateway.test",
+            "-verify_return_error",
+            "-crlf",
+            "-ign_eof",
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn openssl_starttls_submission() {
+    let gw = TestGateway::start(|_| {}).unwrap();
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{USER}\0{PASSWORD}"));
+    // s_client does not pipeline; each line goes as typed, with pauses for replies
+    // simulated by the server reading line by line.
+    let input = format!(
+        "EHLO client.test\nAUTH PLAIN {plain}\nMAIL FROM:<app@example.com>\nRCPT TO:<x@example.net>\nDATA\nSubject: via openssl\n\nhello\n.\nQUIT\n"
+    );
+    for version in ["-tls1_3", "-tls1_2"] {
+        let out = s_client(&gw, &[version], &input);
+        assert!(
+            out.contains("Verify return code: 0 (ok)"),
+            "{version}: {out}"
+        );
+        assert!(out.contains("250 AUTH PLAIN LOGIN"), "{version}: {out}");
+        assert!(
+            !out.contains("250-STARTTLS"),
+            "STARTTLS offered again after TLS: {out}"
+        );
+        assert!(
+            out.contains("235 2.7.0 Authentication successful"),
+            "{version}: {out}"
+        );
+        assert!(out.contains("250 2.0.0 Ok: queued as"), "{version}: {out}");
+        let proto = if version == "-tls1_3" {
+            "TLSv1.3"
+        } else {
+            "TLSv1.2"
+        };
+        assert!(
+            out.contains(&format!("Protocol  : {proto}")) || out.contains(&format!("New, {proto}")),
+            "{version}: {out}"
+        );
+    }
+    assert_eq!(gw.queue().unwrap().len(), 2);
+}
+
+#[test]
+fn plaintext_pipelined_after_starttls_is_discarded() {
+    let gw =
+        TestGateway::start(|c| c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()])
+            .unwrap();
+    for addr in [gw.submission, gw.relay] {
+        let (mut s, _) = Smtp::connect(addr).unwrap();
+        assert_eq!(s.cmd("EHLO c").unwrap().code, 250);
+        // An attacker in the middle appends commands to the client's STARTTLS.
+        s.send(b"STARTTLS\r\nFOO injected\r\nMAIL FROM:<evil@example.com>\r\n")
+            .unwrap();
+        let r = s.reply().unwrap();
+        assert_eq!(r.last_line(), "220 2.0.0 Ready to start TLS");
+        let mut s = s.upgrade().unwrap();
+        // The first reply inside TLS answers our EHLO, not the injected commands.
+        let r = s.cmd("EHLO c").unwrap();
+        assert_eq!(r.code, 250, "{}", r.text);
+        assert!(r.text.contains("ENHANCEDSTATUSCODES"), "{}", r.text);
+        // And the injected MAIL did not open a transaction.
+        let r = s.cmd("RCPT TO:<x@example.net>").unwrap();
+        assert_eq!(r.last_line(), "503 5.5.1 Error: need MAIL command");
+    }
+}
+
+#[test]
+fn starttls_resets_the_session() {
+    let gw =
+        TestGateway::start(|c| c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()])
+            .unwrap();
+    let (mut s, _) = Smtp::connect(gw.relay).unwrap();
+    assert_eq!(s.cmd("EHLO c").unwrap().code, 250);
+    assert_eq!(s.cmd("MAIL FROM:<a@example.com>").unwrap().code, 250);
+    assert_eq!(s.cmd("STARTTLS").unwrap().code, 220);
+    let mut s = s.upgrade().unwrap();
+    // Greeting forgotten: MAIL needs EHLO again.
+    assert_eq!(
+        s.cmd("MAIL FROM:<a@example.com>").unwrap().last_line(),
+        "503 5.5.1 Error: send HELO/EHLO first"
+    );
+    let ehlo = s.cmd("EHLO c").unwrap();
+    assert!(
+        ehlo.text.contains("AUTH PLAIN LOGIN"),
+        "AUTH after STARTTLS on the relay port: {}",
+        ehlo.text
+    );
+    assert_eq!(
+        s.cmd("STARTTLS").unwrap().last_line(),
+        "503 5.5.1 Error: TLS already active"
+    );
+}
