@@ -177,10 +177,14 @@ impl TestGateway {
                 if TcpStream::connect(l.address).is_ok() {
                     break;
                 }
-                if let Some(c) = self.child.as_mut() {
-                    if let Some(status) = c.try_wait()? {
-                        bail!("gateway exited with {status}:\n{}", self.log());
-                    }
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .map(Child::try_wait)
+                    .transpose()?
+                    .flatten()
+                {
+                    bail!("gateway exited with {status}:\n{}", self.log());
                 }
                 if Instant::now() > deadline {
                     bail!(

@@ -42,7 +42,11 @@ fn client(
             let token = format!("ledger-{n}-{seq}");
             // Bodies of varying size, some over the spool's write chunk.
             let filler = "x".repeat(70);
-            let lines = if seq % 17 == 0 { 3000 } else { 20 + seq % 50 };
+            let lines = if seq.is_multiple_of(17) {
+                3000
+            } else {
+                20 + seq % 50
+            };
             let mut msg =
                 format!("MAIL FROM:<c{n}@example.com>\r\nRCPT TO:<r@example.net>\r\nDATA\r\n");
             let mut body = format!("Subject: {token}\r\n\r\n");

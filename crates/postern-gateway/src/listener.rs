@@ -111,12 +111,12 @@ impl IpGuard {
 
 impl Drop for IpGuard {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.gw.per_ip.lock() {
-            if let Some(n) = map.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&self.ip);
-                }
+        if let Ok(mut map) = self.gw.per_ip.lock()
+            && let Some(n) = map.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
             }
         }
     }

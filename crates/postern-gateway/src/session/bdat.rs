@@ -34,10 +34,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 let n = remaining.min(buffered) as usize;
                 let start = self.wire.start;
                 let chunk = &self.wire.buf[start..start + n];
-                if problem.is_none() {
-                    if let Some(c) = self.txn.as_mut().and_then(|t| t.content.as_mut()) {
-                        feed(c, max, chunk).await;
-                    }
+                if problem.is_none()
+                    && let Some(c) = self.txn.as_mut().and_then(|t| t.content.as_mut())
+                {
+                    feed(c, max, chunk).await;
                 }
                 self.wire.consume(n);
                 remaining -= n as u64;

@@ -50,14 +50,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 format!("Message size exceeds fixed maximum message size ({max} octets)"),
             ));
         }
-        if let ReversePath::Address(a) = &from {
-            if a.needs_smtputf8() && !params.smtputf8 {
-                return self.refuse(Reply::new(
-                    553,
-                    EnhancedCode(5, 6, 7),
-                    "Sender address has non-ASCII characters; MAIL needs the SMTPUTF8 parameter",
-                ));
-            }
+        if let ReversePath::Address(a) = &from
+            && a.needs_smtputf8()
+            && !params.smtputf8
+        {
+            return self.refuse(Reply::new(
+                553,
+                EnhancedCode(5, 6, 7),
+                "Sender address has non-ASCII characters; MAIL needs the SMTPUTF8 parameter",
+            ));
         }
         if let Some(user) = &self.user {
             let allowed = match &from {
