@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod listener;
+pub mod outbound;
 pub mod received;
 pub mod reload;
 pub mod session;

@@ -1,0 +1,695 @@
+//! The SMTP client used for delivery (RFC 5321, with PIPELINING, SIZE, 8BITMIME,
+//! SMTPUTF8, STARTTLS and AUTH). Generic over its stream so the caller decides about
+//! TLS: after STARTTLS the caller takes the stream back with [`SmtpClient::into_inner`],
+//! wraps it, and makes a new client (which must say EHLO again).
+//!
+//! Every wait has its own timeout (RFC 5321 §4.5.3.2). Results are data: each
+//! recipient gets the remote reply that decided its fate, so the queue can deliver,
+//! defer or bounce each one on its own. Outgoing content is dot-stuffed and never
+//! holds a bare CR or LF (the spool only holds CRLF content).
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use postern_proto::{DotStuffer, EnhancedCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Longest reply line accepted from a server, and most lines in one reply.
+const MAX_REPLY_LINE: usize = 4096;
+const MAX_REPLY_LINES: usize = 200;
+
+/// The phase of a session, for timeouts and error reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    Greeting,
+    Ehlo,
+    StartTls,
+    Auth,
+    Mail,
+    Rcpt,
+    DataInit,
+    DataBlock,
+    DataDone,
+    Rset,
+    Quit,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Connect => "connect",
+            Phase::Greeting => "greeting",
+            Phase::Ehlo => "EHLO",
+            Phase::StartTls => "STARTTLS",
+            Phase::Auth => "AUTH",
+            Phase::Mail => "MAIL FROM",
+            Phase::Rcpt => "RCPT TO",
+            Phase::DataInit => "DATA",
+            Phase::DataBlock => "message body",
+            Phase::DataDone => "end of data",
+            Phase::Rset => "RSET",
+            Phase::Quit => "QUIT",
+        }
+    }
+}
+
+/// Per-phase timeouts (defaults from RFC 5321 §4.5.3.2).
+#[derive(Debug, Clone)]
+pub struct ClientTimeouts {
+    pub greeting: Duration,
+    pub command: Duration,
+    pub data_init: Duration,
+    pub data_block: Duration,
+    pub data_done: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        Self {
+            greeting: Duration::from_secs(300),
+            command: Duration::from_secs(300),
+            data_init: Duration::from_secs(120),
+            data_block: Duration::from_secs(180),
+            data_done: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A reply from the remote server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteReply {
+    pub code: u16,
+    pub enhanced: Option<EnhancedCode>,
+    /// All lines' text (after the code), joined with a space.
+    pub text: String,
+}
+
+impl RemoteReply {
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+}
+
+impl std::fmt::Display for RemoteReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// Why a session with the remote server failed (as opposed to a refused recipient).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("I/O error in {}: {source}", phase.as_str())]
+    Io {
+        phase: Phase,
+        source: std::io::Error,
+    },
+    #[error("timeout in {}", phase.as_str())]
+    Timeout { phase: Phase },
+    #[error("connection closed by the server in {}", phase.as_str())]
+    Closed { phase: Phase },
+    #[error("protocol error in {}: {what}", phase.as_str())]
+    Protocol { phase: Phase, what: String },
+    #[error("server said {reply} in {}", phase.as_str())]
+    Rejected { phase: Phase, reply: RemoteReply },
+}
+
+/// What the server offered in its EHLO reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub esmtp: bool,
+    pub pipelining: bool,
+    pub size: Option<u64>,
+    pub eight_bit_mime: bool,
+    pub smtputf8: bool,
+    pub starttls: bool,
+    pub enhanced_codes: bool,
+    /// AUTH mechanisms, upper case.
+    pub auth: Vec<String>,
+}
+
+impl Capabilities {
+    fn parse(reply_lines: &[String]) -> Self {
+        let mut c = Capabilities {
+            esmtp: true,
+            ..Default::default()
+        };
+        for line in reply_lines.iter().skip(1) {
+            let mut words = line.split_whitespace();
+            let Some(kw) = words.next() else { continue };
+            match kw.to_ascii_uppercase().as_str() {
+                "PIPELINING" => c.pipelining = true,
+                "SIZE" => c.size = words.next().and_then(|s| s.parse().ok()).filter(|&s| s > 0),
+                "8BITMIME" => c.eight_bit_mime = true,
+                "SMTPUTF8" => c.smtputf8 = true,
+                "STARTTLS" => c.starttls = true,
+                "ENHANCEDSTATUSCODES" => c.enhanced_codes = true,
+                "AUTH" => c.auth = words.map(str::to_ascii_uppercase).collect(),
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// One message to send: the envelope and how to send the content.
+pub struct Outgoing<'a> {
+    pub sender: &'a str,
+    pub recipients: &'a [String],
+    pub size: u64,
+    pub eight_bit: bool,
+    pub smtputf8: bool,
+}
+
+/// The outcome of one transaction: MAIL's reply, one reply per recipient (MAIL's own
+/// when MAIL failed), and the final reply to the data (None when no recipient was
+/// accepted, so no data was sent).
+#[derive(Debug, Clone)]
+pub struct TransactionResult {
+    pub mail: RemoteReply,
+    pub rcpts: Vec<RemoteReply>,
+    pub data: Option<RemoteReply>,
+}
+
+impl TransactionResult {
+    /// The reply that decides recipient `i`: its RCPT refusal, or the data verdict.
+    pub fn verdict(&self, i: usize) -> &RemoteReply {
+        match (&self.rcpts[i], &self.data) {
+            (r, _) if !r.is_positive() => r,
+            (_, Some(d)) => d,
+            (r, None) => r,
+        }
+    }
+}
+
+/// A client session.
+pub struct SmtpClient<S> {
+    io: S,
+    buf: Vec<u8>,
+    timeouts: ClientTimeouts,
+    pub caps: Capabilities,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
+    pub fn new(io: S, timeouts: ClientTimeouts) -> Self {
+        Self {
+            io,
+            buf: Vec::new(),
+            timeouts,
+            caps: Capabilities::default(),
+        }
+    }
+
+    /// The stream, for a TLS upgrade. Anything the server sent beyond the last reply
+    /// is dropped with this client (nothing may precede the TLS handshake).
+    pub fn into_inner(self) -> S {
+        self.io
+    }
+
+    /// Reads the 220 greeting.
+    pub async fn greeting(&mut self) -> Result<RemoteReply, ClientError> {
+        let (reply, _) = self
+            .read_reply(Phase::Greeting, self.timeouts.greeting)
+            .await?;
+        expect(Phase::Greeting, reply, 220)
+    }
+
+    /// EHLO, falling back to HELO when the server does not know EHLO.
+    pub async fn ehlo(&mut self, name: &str) -> Result<(), ClientError> {
+        self.write(Phase::Ehlo, format!("EHLO {name}\r\n").as_bytes())
+            .await?;
+        let (reply, lines) = self.read_reply(Phase::Ehlo, self.timeouts.command).await?;
+        if reply.code == 250 {
+            self.caps = Capabilities::parse(&lines);
+            return Ok(());
+        }
+        if reply.is_permanent() {
+            self.write(Phase::Ehlo, format!("HELO {name}\r\n").as_bytes())
+                .await?;
+            let (reply, _) = self.read_reply(Phase::Ehlo, self.timeouts.command).await?;
+            expect(Phase::Ehlo, reply, 250)?;
+            self.caps = Capabilities::default();
+            return Ok(());
+        }
+        Err(ClientError::Rejected {
+            phase: Phase::Ehlo,
+            reply,
+        })
+    }
+
+    /// Sends STARTTLS and waits for 220; then call [`Self::into_inner`].
+    pub async fn starttls(&mut self) -> Result<(), ClientError> {
+        self.write(Phase::StartTls, b"STARTTLS\r\n").await?;
+        let (reply, _) = self
+            .read_reply(Phase::StartTls, self.timeouts.command)
+            .await?;
+        expect(Phase::StartTls, reply, 220)?;
+        if !self.buf.is_empty() {
+            return Err(ClientError::Protocol {
+                phase: Phase::StartTls,
+                what: "server sent data after 220 to STARTTLS".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Authenticates with PLAIN when offered, otherwise LOGIN.
+    pub async fn auth(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
+        let t = self.timeouts.command;
+        if self.caps.auth.iter().any(|m| m == "PLAIN") {
+            let token = B64.encode(format!("\0{user}\0{password}"));
+            self.write(Phase::Auth, format!("AUTH PLAIN {token}\r\n").as_bytes())
+                .await?;
+        } else if self.caps.auth.iter().any(|m| m == "LOGIN") {
+            self.write(Phase::Auth, b"AUTH LOGIN\r\n").await?;
+            let (r, _) = self.read_reply(Phase::Auth, t).await?;
+            expect(Phase::Auth, r, 334)?;
+            self.write(Phase::Auth, format!("{}\r\n", B64.encode(user)).as_bytes())
+                .await?;
+            let (r, _) = self.read_reply(Phase::Auth, t).await?;
+            expect(Phase::Auth, r, 334)?;
+            self.write(
+                Phase::Auth,
+                format!("{}\r\n", B64.encode(password)).as_bytes(),
+            )
+            .await?;
+        } else {
+            return Err(ClientError::Protocol {
+                phase: Phase::Auth,
+                what: "server offers neither AUTH PLAIN nor AUTH LOGIN".into(),
+            });
+        }
+        let (r, _) = self.read_reply(Phase::Auth, t).await?;
+        expect(Phase::Auth, r, 235).map(|_| ())
+    }
+
+    /// One transaction. `body` yields exactly `msg.size` octets of CRLF content.
+    pub async fn send<B: AsyncRead + Unpin>(
+        &mut self,
+        msg: &Outgoing<'_>,
+        body: &mut B,
+    ) -> Result<TransactionResult, ClientError> {
+        let mut mail = format!("MAIL FROM:<{}>", msg.sender);
+        if self.caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", msg.size));
+        }
+        if msg.eight_bit && self.caps.eight_bit_mime {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if msg.smtputf8 && self.caps.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        mail.push_str("\r\n");
+        let t = self.timeouts.command;
+        let (mail_reply, rcpts, data_init) = if self.caps.pipelining {
+            let mut batch = mail.into_bytes();
+            for r in msg.recipients {
+                batch.extend_from_slice(format!("RCPT TO:<{r}>\r\n").as_bytes());
+            }
+            batch.extend_from_slice(b"DATA\r\n");
+            self.write(Phase::Mail, &batch).await?;
+            let (mail_reply, _) = self.read_reply(Phase::Mail, t).await?;
+            let mut rcpts = Vec::with_capacity(msg.recipients.len());
+            for _ in msg.recipients {
+                rcpts.push(self.read_reply(Phase::Rcpt, t).await?.0);
+            }
+            let (data, _) = self
+                .read_reply(Phase::DataInit, self.timeouts.data_init)
+                .await?;
+            (mail_reply, rcpts, data)
+        } else {
+            self.write(Phase::Mail, mail.as_bytes()).await?;
+            let (mail_reply, _) = self.read_reply(Phase::Mail, t).await?;
+            if !mail_reply.is_positive() {
+                let rcpts = vec![mail_reply.clone(); msg.recipients.len()];
+                return Ok(TransactionResult {
+                    mail: mail_reply,
+                    rcpts,
+                    data: None,
+                });
+            }
+            let mut rcpts = Vec::with_capacity(msg.recipients.len());
+            for r in msg.recipients {
+                self.write(Phase::Rcpt, format!("RCPT TO:<{r}>\r\n").as_bytes())
+                    .await?;
+                rcpts.push(self.read_reply(Phase::Rcpt, t).await?.0);
+            }
+            if !rcpts.iter().any(RemoteReply::is_positive) {
+                return Ok(TransactionResult {
+                    mail: mail_reply,
+                    rcpts,
+                    data: None,
+                });
+            }
+            self.write(Phase::DataInit, b"DATA\r\n").await?;
+            let (data, _) = self
+                .read_reply(Phase::DataInit, self.timeouts.data_init)
+                .await?;
+            (mail_reply, rcpts, data)
+        };
+        if !mail_reply.is_positive() {
+            let rcpts = vec![mail_reply.clone(); msg.recipients.len()];
+            return Ok(TransactionResult {
+                mail: mail_reply,
+                rcpts,
+                data: None,
+            });
+        }
+        let any_rcpt = rcpts.iter().any(RemoteReply::is_positive);
+        if data_init.code != 354 {
+            // DATA refused: every accepted recipient takes that verdict.
+            return Ok(TransactionResult {
+                mail: mail_reply,
+                rcpts,
+                data: any_rcpt.then_some(data_init),
+            });
+        }
+        if !any_rcpt {
+            // A pipelining server said 354 with no recipient: end the empty data.
+            self.write(Phase::DataDone, b".\r\n").await?;
+            let _ = self
+                .read_reply(Phase::DataDone, self.timeouts.data_done)
+                .await?;
+            return Ok(TransactionResult {
+                mail: mail_reply,
+                rcpts,
+                data: None,
+            });
+        }
+        self.stream_body(body, msg.size).await?;
+        let (done, _) = self
+            .read_reply(Phase::DataDone, self.timeouts.data_done)
+            .await?;
+        Ok(TransactionResult {
+            mail: mail_reply,
+            rcpts,
+            data: Some(done),
+        })
+    }
+
+    async fn stream_body<B: AsyncRead + Unpin>(
+        &mut self,
+        body: &mut B,
+        size: u64,
+    ) -> Result<(), ClientError> {
+        let mut stuffer = DotStuffer::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut out = Vec::with_capacity(70 * 1024);
+        let mut left = size;
+        while left > 0 {
+            let want = chunk.len().min(left as usize);
+            let n = body
+                .read(&mut chunk[..want])
+                .await
+                .map_err(|source| ClientError::Io {
+                    phase: Phase::DataBlock,
+                    source,
+                })?;
+            if n == 0 {
+                return Err(ClientError::Protocol {
+                    phase: Phase::DataBlock,
+                    what: "spooled content is shorter than recorded".into(),
+                });
+            }
+            left -= n as u64;
+            out.clear();
+            stuffer.ingest(&chunk[..n], &mut out);
+            self.write_timed(Phase::DataBlock, &out, self.timeouts.data_block)
+                .await?;
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        self.write_timed(Phase::DataBlock, &out, self.timeouts.data_block)
+            .await
+    }
+
+    /// RSET between transactions on a reused connection.
+    pub async fn rset(&mut self) -> Result<(), ClientError> {
+        self.write(Phase::Rset, b"RSET\r\n").await?;
+        let (r, _) = self.read_reply(Phase::Rset, self.timeouts.command).await?;
+        expect(Phase::Rset, r, 250).map(|_| ())
+    }
+
+    /// QUIT; errors are of no interest any more.
+    pub async fn quit(&mut self) {
+        if self.write(Phase::Quit, b"QUIT\r\n").await.is_ok() {
+            let _ = self.read_reply(Phase::Quit, Duration::from_secs(5)).await;
+        }
+        let _ = self.io.shutdown().await;
+    }
+
+    async fn write(&mut self, phase: Phase, bytes: &[u8]) -> Result<(), ClientError> {
+        self.write_timed(phase, bytes, self.timeouts.command).await
+    }
+
+    async fn write_timed(
+        &mut self,
+        phase: Phase,
+        bytes: &[u8],
+        t: Duration,
+    ) -> Result<(), ClientError> {
+        let io = &mut self.io;
+        let fut = async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        };
+        match tokio::time::timeout(t, fut).await {
+            Err(_) => Err(ClientError::Timeout { phase }),
+            Ok(Err(source)) => Err(ClientError::Io { phase, source }),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Reads one reply; returns it and its raw lines (without codes).
+    async fn read_reply(
+        &mut self,
+        phase: Phase,
+        t: Duration,
+    ) -> Result<(RemoteReply, Vec<String>), ClientError> {
+        let mut lines = Vec::new();
+        let mut code = 0u16;
+        loop {
+            let line = self.read_line(phase, t).await?;
+            let bytes = line.as_bytes();
+            if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
+                return Err(ClientError::Protocol {
+                    phase,
+                    what: format!("malformed reply line {line:?}"),
+                });
+            }
+            let this: u16 = line[..3].parse().unwrap_or(0);
+            if code != 0 && this != code {
+                return Err(ClientError::Protocol {
+                    phase,
+                    what: "reply lines with different codes".into(),
+                });
+            }
+            code = this;
+            let more = bytes.get(3) == Some(&b'-');
+            lines.push(line.get(4..).unwrap_or("").to_owned());
+            if !more {
+                break;
+            }
+            if lines.len() >= MAX_REPLY_LINES {
+                return Err(ClientError::Protocol {
+                    phase,
+                    what: "reply has too many lines".into(),
+                });
+            }
+        }
+        let enhanced = lines.first().and_then(|l| parse_enhanced(l));
+        let text = lines.join(" ");
+        Ok((
+            RemoteReply {
+                code,
+                enhanced,
+                text,
+            },
+            lines,
+        ))
+    }
+
+    async fn read_line(&mut self, phase: Phase, t: Duration) -> Result<String, ClientError> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                return Ok(String::from_utf8_lossy(line).into_owned());
+            }
+            if self.buf.len() > MAX_REPLY_LINE {
+                return Err(ClientError::Protocol {
+                    phase,
+                    what: "reply line too long".into(),
+                });
+            }
+            self.buf.reserve(4096);
+            match tokio::time::timeout(t, self.io.read_buf(&mut self.buf)).await {
+                Err(_) => return Err(ClientError::Timeout { phase }),
+                Ok(Err(source)) => return Err(ClientError::Io { phase, source }),
+                Ok(Ok(0)) => return Err(ClientError::Closed { phase }),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+fn expect(phase: Phase, reply: RemoteReply, code: u16) -> Result<RemoteReply, ClientError> {
+    if reply.code == code {
+        Ok(reply)
+    } else {
+        Err(ClientError::Rejected { phase, reply })
+    }
+}
+
+/// `4.2.1 text` → EnhancedCode(4, 2, 1).
+fn parse_enhanced(text: &str) -> Option<EnhancedCode> {
+    let token = text.split_whitespace().next()?;
+    let mut parts = token.split('.');
+    let class: u8 = parts.next()?.parse().ok()?;
+    let subject: u16 = parts.next()?.parse().ok()?;
+    let detail: u16 = parts.next()?.parse().ok()?;
+    (parts.next().is_none() && matches!(class, 2 | 4 | 5))
+        .then_some(EnhancedCode(class, subject, detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scripted server: reads client lines, answers from a list.
+    async fn scripted(
+        server: tokio::io::DuplexStream,
+        script: Vec<(&'static str, &'static str)>,
+    ) -> Vec<u8> {
+        let mut server = server;
+        let mut seen = Vec::new();
+        server.write_all(b"220 mx.test ESMTP\r\n").await.unwrap();
+        for (expect_prefix, answer) in script {
+            // Read until the expected text has arrived.
+            while !String::from_utf8_lossy(&seen).contains(expect_prefix) {
+                let mut b = [0u8; 4096];
+                let n = server.read(&mut b).await.unwrap();
+                if n == 0 {
+                    return seen;
+                }
+                seen.extend_from_slice(&b[..n]);
+            }
+            server.write_all(answer.as_bytes()).await.unwrap();
+        }
+        let mut rest = Vec::new();
+        let _ = server.read_to_end(&mut rest).await;
+        seen.extend_from_slice(&rest);
+        seen
+    }
+
+    #[tokio::test]
+    async fn pipelined_transaction_with_per_recipient_results() {
+        let (c, s) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(scripted(
+            s,
+            vec![
+                (
+                    "EHLO",
+                    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 8BITMIME\r\n",
+                ),
+                (
+                    "DATA\r\n",
+                    "250 2.1.0 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n354 go\r\n",
+                ),
+                ("\r\n.\r\n", "250 2.0.0 queued\r\n"),
+                ("QUIT", "221 bye\r\n"),
+            ],
+        ));
+        let mut client = SmtpClient::new(c, ClientTimeouts::default());
+        client.greeting().await.unwrap();
+        client.ehlo("gw.test").await.unwrap();
+        assert!(client.caps.pipelining && client.caps.eight_bit_mime);
+        assert_eq!(client.caps.size, Some(1_000_000));
+        let body = b"Subject: x\r\n\r\n.leading dot\r\n".to_vec();
+        let rcpts = vec!["a@x.test".to_owned(), "b@x.test".to_owned()];
+        let msg = Outgoing {
+            sender: "s@y.test",
+            recipients: &rcpts,
+            size: body.len() as u64,
+            eight_bit: true,
+            smtputf8: false,
+        };
+        let result = client.send(&msg, &mut &body[..]).await.unwrap();
+        client.quit().await;
+        assert_eq!(result.verdict(0).code, 550);
+        assert_eq!(result.verdict(0).enhanced, Some(EnhancedCode(5, 1, 1)));
+        assert_eq!(result.verdict(1).code, 250);
+        let wire = String::from_utf8(server.await.unwrap()).unwrap();
+        assert!(wire.contains("MAIL FROM:<s@y.test> SIZE=28 BODY=8BITMIME\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n"), "{wire}");
+        assert!(wire.contains("\r\n..leading dot\r\n.\r\n"), "{wire}");
+    }
+
+    #[tokio::test]
+    async fn without_pipelining_and_all_refused() {
+        let (c, s) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(scripted(
+            s,
+            vec![
+                ("EHLO", "250 mx.test\r\n"),
+                ("MAIL", "250 ok\r\n"),
+                ("RCPT", "450 4.2.1 try later\r\n"),
+            ],
+        ));
+        let mut client = SmtpClient::new(c, ClientTimeouts::default());
+        client.greeting().await.unwrap();
+        client.ehlo("gw.test").await.unwrap();
+        let rcpts = vec!["a@x.test".to_owned()];
+        let msg = Outgoing {
+            sender: "",
+            recipients: &rcpts,
+            size: 0,
+            eight_bit: false,
+            smtputf8: false,
+        };
+        let result = client.send(&msg, &mut &b""[..]).await.unwrap();
+        assert!(result.data.is_none());
+        assert!(result.verdict(0).is_transient());
+        drop(client);
+        let wire = String::from_utf8(server.await.unwrap()).unwrap();
+        assert!(wire.contains("MAIL FROM:<>\r\n"), "{wire}");
+        assert!(!wire.contains("DATA"), "{wire}");
+    }
+
+    #[tokio::test]
+    async fn malformed_and_missing_replies_are_errors() {
+        let (c, mut s) = tokio::io::duplex(1024);
+        tokio::spawn(async move {
+            s.write_all(b"hello there\r\n").await.unwrap();
+        });
+        let mut client = SmtpClient::new(c, ClientTimeouts::default());
+        assert!(matches!(
+            client.greeting().await,
+            Err(ClientError::Protocol { .. })
+        ));
+        let (c, s) = tokio::io::duplex(1024);
+        drop(s);
+        let mut client = SmtpClient::new(c, ClientTimeouts::default());
+        assert!(matches!(
+            client.greeting().await,
+            Err(ClientError::Closed {
+                phase: Phase::Greeting
+            })
+        ));
+    }
+
+    #[test]
+    fn enhanced_codes() {
+        assert_eq!(parse_enhanced("5.1.1 no"), Some(EnhancedCode(5, 1, 1)));
+        assert_eq!(parse_enhanced("mx.test ready"), None);
+        assert_eq!(parse_enhanced("1.2.3 x"), None);
+    }
+}
