@@ -138,6 +138,9 @@ impl TestGateway {
         config.auth.reload_interval = Duration::from_millis(500);
         config.spool.directory = dir.path().join("spool");
         config.log.level = "debug".into();
+        // Tests that are not about delivery keep mail queued; delivery tests set
+        // mx or smarthost mode and point DNS at their own server.
+        config.delivery.mode = postern_config::DeliveryMode::Hold;
         tweak(&mut config);
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config.to_toml()?)?;

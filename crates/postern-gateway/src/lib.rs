@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod listener;
 pub mod outbound;
+pub mod queue;
 pub mod received;
 pub mod reload;
 pub mod session;
@@ -25,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::auth::{CredentialStore, CredentialsError, FailureTracker};
-use crate::spool::{Spool, SpoolError, SpooledMessage};
+use crate::spool::{Spool, SpoolError};
 use crate::tls::{ServerTls, TlsError};
 
 /// Why the gateway could not start.
@@ -37,6 +38,8 @@ pub enum StartError {
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
     #[error("cannot listen on {address} ({kind}): {source}")]
     Bind {
         address: std::net::SocketAddr,
@@ -54,6 +57,8 @@ pub struct Gateway {
     pub credentials: Option<Arc<CredentialStore>>,
     pub failures: FailureTracker,
     pub spool: Spool,
+    /// Where accepted messages go for delivery; None only in unit tests of sessions.
+    pub queue: Option<crate::queue::QueueHandle>,
     /// Turns true when the gateway begins to shut down.
     pub shutdown: watch::Receiver<bool>,
     sessions: Arc<Semaphore>,
@@ -68,9 +73,11 @@ impl Gateway {
         tls: Option<Arc<ServerTls>>,
         credentials: Option<Arc<CredentialStore>>,
         spool: Spool,
+        queue: Option<crate::queue::QueueHandle>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
+            queue,
             failures: FailureTracker::new(&config.auth),
             sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
             per_ip: Mutex::new(HashMap::new()),
@@ -83,12 +90,13 @@ impl Gateway {
     }
 }
 
-/// A gateway ready to serve: its shared state, bound listeners, what the spool held
-/// at start, and the switch that starts a graceful shutdown.
+/// A gateway ready to serve: its shared state, bound listeners, how many messages
+/// the spool held at start (now queued), and the switch that starts a graceful
+/// shutdown.
 pub struct Started {
     pub gateway: Arc<Gateway>,
     pub listeners: Vec<(TcpListener, ListenerKind)>,
-    pub recovered: Vec<SpooledMessage>,
+    pub recovered: usize,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -122,6 +130,8 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
         }
     };
     let (spool, recovered) = Spool::open(&config.spool.directory)?;
+    let recovered_count = recovered.len();
+    let queue = crate::queue::start(Arc::new(config.clone()), spool.clone(), recovered)?;
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let sock = TcpListener::bind(l.address)
@@ -140,12 +150,13 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
         Some(tls),
         credentials,
         spool,
+        Some(queue),
         shutdown_rx,
     ));
     Ok(Started {
         gateway,
         listeners,
-        recovered,
+        recovered: recovered_count,
         shutdown,
     })
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use postern_config::{GatewayConfig, ListenerConfig, ListenerKind, LogFormat};
-use postern_gateway::{auth, listener, spool};
+use postern_gateway::{auth, listener, queue, spool};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +65,17 @@ enum QueueCmd {
         config: PathBuf,
         id: String,
     },
+    /// Try every deferred message now (like `postqueue -f`).
+    Flush {
+        #[arg(long, short, default_value = "/etc/postern/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Remove messages from the queue without delivering them (like `postsuper -d`).
+    Delete {
+        #[arg(long, short, default_value = "/etc/postern/gateway.toml")]
+        config: PathBuf,
+        ids: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -108,9 +119,23 @@ fn run(cfg: GatewayConfig) -> Result<()> {
             .await
             .context("starting the gateway")?;
         tracing::info!(
-            messages = started.recovered.len(),
-            "spool scanned; complete messages stay queued"
+            messages = started.recovered,
+            "spool scanned; complete messages queued for delivery"
         );
+        let pid_file = started.gateway.spool.root().join("postern.pid");
+        std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", pid_file.display()))?;
+        if let Some(queue) = started.gateway.queue.clone() {
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+                    while usr1.recv().await.is_some() {
+                        tracing::info!("SIGUSR1: flushing the queue");
+                        queue.flush();
+                    }
+                }
+            });
+        }
         let shutdown = started.shutdown;
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -159,7 +184,9 @@ fn queue(cmd: QueueCmd) -> Result<()> {
             let cfg = GatewayConfig::load(&config)?;
             let out = std::io::stdout();
             let mut out = out.lock();
+            let state_dir = cfg.spool.directory.join("state");
             for m in spool::list(&cfg.spool.directory)? {
+                let state = queue::state::load(&state_dir, &m.envelope.id);
                 let line = serde_json::json!({
                     "id": m.envelope.id,
                     "sender": m.envelope.sender,
@@ -167,6 +194,9 @@ fn queue(cmd: QueueCmd) -> Result<()> {
                     "size": m.size,
                     "received_at": m.envelope.received_at,
                     "auth_user": m.envelope.auth_user,
+                    "attempts": state.as_ref().map(|s| s.attempts).unwrap_or(0),
+                    "next_attempt": state.as_ref().map(|s| s.next_attempt).unwrap_or(0),
+                    "delivery": state.map(|s| s.recipients),
                 });
                 writeln!(out, "{line}")?;
             }
@@ -178,7 +208,47 @@ fn queue(cmd: QueueCmd) -> Result<()> {
             spool::copy_body(&cfg.spool.directory, &id, &mut out.lock())?;
             Ok(())
         }
+        QueueCmd::Flush { config } => {
+            let cfg = GatewayConfig::load(&config)?;
+            signal_gateway(&cfg)
+        }
+        QueueCmd::Delete { config, ids } => {
+            let cfg = GatewayConfig::load(&config)?;
+            for id in &ids {
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    bail!("{id:?} is not a queue ID");
+                }
+                let path = cfg.spool.directory.join("messages").join(id);
+                std::fs::remove_file(&path).with_context(|| format!("removing {id}"))?;
+                let _ = std::fs::remove_file(cfg.spool.directory.join("state").join(id));
+                println!("{id}: removed");
+            }
+            // A running gateway forgets them at its next flush.
+            signal_gateway(&cfg).or_else(|e| {
+                eprintln!("note: {e:#}");
+                Ok(())
+            })
+        }
     }
+}
+
+/// Sends SIGUSR1 to the gateway that owns this spool (its pid file).
+fn signal_gateway(cfg: &GatewayConfig) -> Result<()> {
+    let pid_file = cfg.spool.directory.join("postern.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("no running gateway found ({})", pid_file.display()))?;
+    let pid = pid.trim();
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("{} does not hold a process id", pid_file.display());
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-USR1", pid])
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("the gateway (pid {pid}) is not running");
+    }
+    Ok(())
 }
 
 /// Writes the demo configuration and a fresh demo user under `dir`.
@@ -213,6 +283,8 @@ fn demo_setup(dir: &Path) -> Result<GatewayConfig> {
     cfg.tls.self_signed_if_missing = true;
     cfg.spool.directory = dir.join("spool");
     cfg.auth.credentials_file = Some(creds);
+    // A demo must not send mail into the world by accident: mail stays queued.
+    cfg.delivery.mode = postern_config::DeliveryMode::Hold;
     let path = dir.join("gateway.toml");
     std::fs::write(&path, cfg.to_toml()?).with_context(|| format!("writing {}", path.display()))?;
     println!("Postern demo gateway");

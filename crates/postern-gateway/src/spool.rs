@@ -150,6 +150,20 @@ impl Spool {
     pub fn messages_dir(&self) -> &Path {
         &self.inner.messages
     }
+
+    /// The spool's top directory.
+    pub fn root(&self) -> &Path {
+        self.inner.messages.parent().unwrap_or(&self.inner.messages)
+    }
+
+    /// Removes a message whose every recipient is final.
+    pub fn remove(&self, id: &str) {
+        if let Err(e) = fs::remove_file(self.inner.messages.join(id)) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(id, error = %e, "cannot remove delivered message");
+            }
+        }
+    }
 }
 
 /// Lists complete messages without changing anything (for `postern-gateway queue`).

@@ -89,6 +89,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Err(Abort::End(e)) => return Flow::End(e),
         };
+        // A block (from this client's other sessions) also ends sessions that were
+        // open before it: no more passwords are checked for a blocked client.
+        if self.gw.failures.is_blocked(self.peer) {
+            tracing::info!(client = %self.peer, "AUTH refused: client is blocked");
+            return self.blocked();
+        }
         let user = match name {
             Some(name) => {
                 let verify = tokio::task::spawn_blocking(move || store.verify(&name, &password));
@@ -111,15 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Verdict::Delay(d) => tokio::time::sleep(d).await,
             Verdict::Block => {
                 tracing::warn!(client = %self.peer, "client blocked after repeated authentication failures");
-                self.wire.reply(&Reply::new(
-                    421,
-                    EnhancedCode(4, 7, 0),
-                    format!(
-                        "{} Error: too many authentication failures; try again later",
-                        self.gw.config.hostname
-                    ),
-                ));
-                return Flow::End(Exit::Closed("blocked after authentication failures"));
+                return self.blocked();
             }
         }
         self.refuse(Reply::new(
@@ -127,6 +125,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             EnhancedCode(5, 7, 8),
             "Error: authentication failed",
         ))
+    }
+
+    /// 421 and close, for a client blocked after too many failures.
+    fn blocked(&mut self) -> Flow {
+        self.wire.reply(&Reply::new(
+            421,
+            EnhancedCode(4, 7, 0),
+            format!(
+                "{} Error: too many authentication failures; try again later",
+                self.gw.config.hostname
+            ),
+        ));
+        Flow::End(Exit::Closed("blocked after authentication failures"))
     }
 
     /// Sends a 334 challenge and reads the client's base64 answer.

@@ -388,7 +388,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Reads one line (for SASL exchanges) with a limit of its own.
+    /// Reads one line (for SASL exchanges) with a limit of its own. SASL runs only
+    /// between transactions, so shutdown ends it as it ends an idle session.
     async fn read_line(&mut self, max: usize) -> Result<Result<Vec<u8>, LineError>, Exit> {
         self.lines.set_max(max);
         let result = loop {
@@ -405,7 +406,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 LineStatus::NeedMore { consumed } => {
                     self.wire.consume(consumed);
                     let timeout = self.gw.config.timeouts.command;
-                    if let Err(e) = self.wire.fill(timeout, None).await {
+                    let shutdown = Some(&mut self.shutdown);
+                    if let Err(e) = self.wire.fill(timeout, shutdown).await {
                         break Err(self.read_failed(e));
                     }
                 }

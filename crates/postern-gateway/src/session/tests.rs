@@ -33,7 +33,7 @@ fn fixture(tweak: impl FnOnce(&mut GatewayConfig)) -> Fixture {
     let store = Arc::new(CredentialStore::load(&creds).unwrap());
     let (spool, _) = Spool::open(&cfg.spool.directory).unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let gw = Arc::new(Gateway::new(cfg, None, Some(store), spool, rx));
+    let gw = Arc::new(Gateway::new(cfg, None, Some(store), spool, None, rx));
     Fixture {
         gw,
         dir,

@@ -1,0 +1,477 @@
+//! One delivery run to one destination: try its hosts in order, each address in
+//! turn; on the first that takes a session, send every job over that connection
+//! (connection reuse), splitting recipients into transactions of bounded size. A
+//! connection failure, a refused greeting or EHLO, or a temporary refusal of MAIL
+//! moves the remaining jobs to the next host; what no host took is deferred with the
+//! last reason. Each recipient ends delivered, deferred or bounced, decided by the
+//! reply class (RFC 5321 §4.2.1).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_config::DeliveryConfig;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::client::{ClientError, ClientTimeouts, Outgoing, RemoteReply, SmtpClient};
+
+/// A stream that may or may not be encrypted.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = Box<dyn Io>;
+
+/// A host to try and its addresses, in the order to try them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub name: String,
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// How TLS is used on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// STARTTLS when offered; plain text otherwise or when the handshake fails.
+    Opportunistic { verify: bool },
+    /// STARTTLS or nothing: without TLS the mail is deferred.
+    Require { verify: bool },
+    /// TLS from the first byte.
+    Implicit { verify: bool },
+    /// Plain text.
+    None,
+}
+
+/// Where and how to deliver.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub hops: Vec<Hop>,
+    pub tls: TlsMode,
+    /// AUTH user name and password (smarthost).
+    pub auth: Option<(String, String)>,
+}
+
+/// What TLS a delivery used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsUsed {
+    None,
+    Unverified,
+    Verified,
+}
+
+/// One message's share of a delivery run: the recipients for this destination.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub sender: String,
+    pub smtputf8: bool,
+    pub eight_bit: bool,
+    pub size: u64,
+    /// (index in the message's recipient list, address)
+    pub rcpts: Vec<(usize, String)>,
+}
+
+/// The fate of one recipient in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Deferred,
+    Bounced,
+}
+
+/// One recipient's result.
+#[derive(Debug, Clone)]
+pub struct RcptResult {
+    pub index: usize,
+    pub outcome: Outcome,
+    /// Enhanced status code, e.g. "2.0.0", "4.4.1", "5.1.1".
+    pub status: String,
+    /// The remote reply or local reason.
+    pub detail: String,
+    /// The host that answered, `name[ip]`.
+    pub remote: Option<String>,
+    pub tls: TlsUsed,
+}
+
+/// Everything a delivery run needs besides the route and the jobs.
+pub struct Deliverer {
+    pub helo: String,
+    pub connect_timeout: Duration,
+    pub timeouts: ClientTimeouts,
+    pub verified: Arc<ClientConfig>,
+    pub unverified: Arc<ClientConfig>,
+    pub max_rcpts: usize,
+    /// Where message files are (for the content).
+    pub messages_dir: PathBuf,
+}
+
+/// A connected, greeted (and possibly encrypted and authenticated) session.
+struct Session {
+    client: SmtpClient<Conn>,
+    remote: String,
+    tls: TlsUsed,
+}
+
+impl Deliverer {
+    pub fn new(
+        cfg: &DeliveryConfig,
+        helo: String,
+        verified: Arc<ClientConfig>,
+        unverified: Arc<ClientConfig>,
+        messages_dir: PathBuf,
+    ) -> Self {
+        let t = &cfg.timeouts;
+        Self {
+            helo,
+            connect_timeout: t.connect,
+            timeouts: ClientTimeouts {
+                greeting: t.greeting,
+                command: t.command,
+                data_init: t.data_init,
+                data_block: t.data_block,
+                data_done: t.data_done,
+            },
+            verified,
+            unverified,
+            max_rcpts: cfg.limits.max_recipients_per_transaction,
+            messages_dir,
+        }
+    }
+
+    /// Delivers `jobs` along `route`; returns every recipient's result, by message.
+    pub async fn run(&self, route: &Route, jobs: Vec<Job>) -> Vec<(String, Vec<RcptResult>)> {
+        let mut remaining: VecDeque<Job> = jobs.into();
+        let mut results = Vec::new();
+        let mut last_error = (String::from("4.4.1"), String::from("no host to deliver to"));
+        'hops: for hop in &route.hops {
+            for &addr in &hop.addrs {
+                if remaining.is_empty() {
+                    break 'hops;
+                }
+                let mut session = match self.open(hop, addr, route).await {
+                    Ok(s) => s,
+                    Err((status, why)) => {
+                        tracing::info!(host = %hop.name, %addr, reason = %why, "next hop failed");
+                        last_error = (status, why);
+                        continue;
+                    }
+                };
+                let mut healthy = true;
+                while let Some(job) = remaining.pop_front() {
+                    match self.send_job(&mut session, &job).await {
+                        Ok(r) => results.push((job.id, r)),
+                        Err((status, why)) => {
+                            tracing::info!(host = %session.remote, reason = %why, "session failed; trying the next host");
+                            last_error = (status, why);
+                            remaining.push_front(job);
+                            healthy = false;
+                            break;
+                        }
+                    }
+                }
+                if healthy {
+                    session.client.quit().await;
+                }
+            }
+        }
+        for job in remaining {
+            let rcpts = job
+                .rcpts
+                .iter()
+                .map(|&(index, _)| RcptResult {
+                    index,
+                    outcome: Outcome::Deferred,
+                    status: last_error.0.clone(),
+                    detail: last_error.1.clone(),
+                    remote: None,
+                    tls: TlsUsed::None,
+                })
+                .collect();
+            results.push((job.id, rcpts));
+        }
+        results
+    }
+
+    /// Connects to one address and prepares a session per the route's TLS and AUTH.
+    /// Errors carry an enhanced status and a reason.
+    async fn open(
+        &self,
+        hop: &Hop,
+        addr: SocketAddr,
+        route: &Route,
+    ) -> Result<Session, (String, String)> {
+        match route.tls {
+            TlsMode::Opportunistic { verify } => match self
+                .open_with(hop, addr, route, true, verify)
+                .await
+            {
+                // A failed handshake: try once more in plain text (Postfix's `may`).
+                Err(e) if e.0 == "4.7.5" => self.open_with(hop, addr, route, false, verify).await,
+                other => other,
+            },
+            TlsMode::Require { verify } | TlsMode::Implicit { verify } => {
+                self.open_with(hop, addr, route, true, verify).await
+            }
+            TlsMode::None => self.open_with(hop, addr, route, false, false).await,
+        }
+    }
+
+    async fn open_with(
+        &self,
+        hop: &Hop,
+        addr: SocketAddr,
+        route: &Route,
+        use_tls: bool,
+        verify: bool,
+    ) -> Result<Session, (String, String)> {
+        let remote = format!("{}[{}]", hop.name, addr.ip());
+        let fail = |status: &str, why: String| (status.to_owned(), format!("{remote}: {why}"));
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Err(fail("4.4.1", format!("connect failed: {e}"))),
+            Err(_) => return Err(fail("4.4.1", "connect timed out".into())),
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut tls = TlsUsed::None;
+        let mut conn: Conn = Box::new(tcp);
+        if let (TlsMode::Implicit { .. }, true) = (route.tls, use_tls) {
+            conn = self
+                .handshake(conn, &hop.name, verify)
+                .await
+                .map_err(|w| fail("4.7.5", w))?;
+            tls = if verify {
+                TlsUsed::Verified
+            } else {
+                TlsUsed::Unverified
+            };
+        }
+        let mut client = SmtpClient::new(conn, self.timeouts.clone());
+        client
+            .greeting()
+            .await
+            .map_err(|e| fail(&client_status(&e), e.to_string()))?;
+        client
+            .ehlo(&self.helo)
+            .await
+            .map_err(|e| fail(&client_status(&e), e.to_string()))?;
+        let starttls = matches!(
+            route.tls,
+            TlsMode::Opportunistic { .. } | TlsMode::Require { .. }
+        );
+        if starttls && use_tls {
+            if !client.caps.starttls {
+                if matches!(route.tls, TlsMode::Require { .. }) {
+                    client.quit().await;
+                    return Err(fail(
+                        "4.7.4",
+                        "TLS is required but the server does not offer STARTTLS".into(),
+                    ));
+                }
+            } else {
+                client
+                    .starttls()
+                    .await
+                    .map_err(|e| fail(&client_status(&e), e.to_string()))?;
+                let conn = self
+                    .handshake(client.into_inner(), &hop.name, verify)
+                    .await
+                    .map_err(|w| fail("4.7.5", w))?;
+                tls = if verify {
+                    TlsUsed::Verified
+                } else {
+                    TlsUsed::Unverified
+                };
+                client = SmtpClient::new(conn, self.timeouts.clone());
+                client
+                    .ehlo(&self.helo)
+                    .await
+                    .map_err(|e| fail(&client_status(&e), e.to_string()))?;
+            }
+        }
+        if let Some((user, password)) = &route.auth {
+            client
+                .auth(user, password)
+                .await
+                .map_err(|e| fail(&client_status(&e), format!("authentication failed: {e}")))?;
+        }
+        Ok(Session {
+            client,
+            remote,
+            tls,
+        })
+    }
+
+    async fn handshake(&self, conn: Conn, name: &str, verify: bool) -> Result<Conn, String> {
+        let config = if verify {
+            self.verified.clone()
+        } else {
+            self.unverified.clone()
+        };
+        let server_name = ServerName::try_from(name.to_owned())
+            .map_err(|e| format!("bad TLS name {name}: {e}"))?;
+        let connector = TlsConnector::from(config);
+        match tokio::time::timeout(self.timeouts.command, connector.connect(server_name, conn))
+            .await
+        {
+            Ok(Ok(s)) => Ok(Box::new(s)),
+            Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+            Err(_) => Err("TLS handshake timed out".into()),
+        }
+    }
+
+    /// Sends one job over an open session. An error means the session is unusable
+    /// (or MAIL was refused temporarily) and the job should go to the next host.
+    async fn send_job(
+        &self,
+        s: &mut Session,
+        job: &Job,
+    ) -> Result<Vec<RcptResult>, (String, String)> {
+        let result = |index: usize, outcome: Outcome, status: String, detail: String| RcptResult {
+            index,
+            outcome,
+            status,
+            detail,
+            remote: Some(s.remote.clone()),
+            tls: s.tls,
+        };
+        if job.smtputf8 && !s.client.caps.smtputf8 {
+            return Ok(job
+                .rcpts
+                .iter()
+                .map(|&(i, _)| {
+                    result(
+                        i,
+                        Outcome::Bounced,
+                        "5.6.7".into(),
+                        format!(
+                            "{} does not support SMTPUTF8, which the message needs",
+                            s.remote
+                        ),
+                    )
+                })
+                .collect());
+        }
+        if let Some(limit) = s.client.caps.size
+            && job.size > limit
+        {
+            return Ok(job
+                .rcpts
+                .iter()
+                .map(|&(i, _)| {
+                    result(
+                        i,
+                        Outcome::Bounced,
+                        "5.3.4".into(),
+                        format!(
+                            "message size {} exceeds the limit of {} ({limit} octets)",
+                            job.size, s.remote
+                        ),
+                    )
+                })
+                .collect());
+        }
+        let mut out = Vec::with_capacity(job.rcpts.len());
+        for chunk in job.rcpts.chunks(self.max_rcpts) {
+            let addrs: Vec<String> = chunk.iter().map(|(_, a)| a.clone()).collect();
+            let msg = Outgoing {
+                sender: &job.sender,
+                recipients: &addrs,
+                size: job.size,
+                eight_bit: job.eight_bit,
+                smtputf8: job.smtputf8,
+            };
+            let mut body = match self.body(&job.id, job.size).await {
+                Ok(b) => b,
+                Err(e) => return Err(("4.3.0".into(), format!("cannot read queued message: {e}"))),
+            };
+            let tx = s
+                .client
+                .send(&msg, &mut body)
+                .await
+                .map_err(|e| (client_status(&e), format!("{}: {e}", s.remote)))?;
+            if tx.mail.is_transient() {
+                let _ = s.client.rset().await;
+                return Err((
+                    "4.0.0".into(),
+                    format!("{}: MAIL FROM refused: {}", s.remote, tx.mail),
+                ));
+            }
+            for (k, &(index, _)) in chunk.iter().enumerate() {
+                let reply = tx.verdict(k);
+                out.push(result(
+                    index,
+                    outcome_of(reply),
+                    status_of(reply),
+                    reply.to_string(),
+                ));
+            }
+            if tx.data.is_none() {
+                // Nothing was sent; make sure the server forgets the transaction.
+                let _ = s.client.rset().await;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn body(&self, id: &str, size: u64) -> std::io::Result<tokio::io::Take<tokio::fs::File>> {
+        use tokio::io::AsyncReadExt;
+        let f = tokio::fs::File::open(self.messages_dir.join(id)).await?;
+        Ok(f.take(size))
+    }
+}
+
+fn outcome_of(r: &RemoteReply) -> Outcome {
+    if r.is_positive() {
+        Outcome::Delivered
+    } else if r.is_transient() {
+        Outcome::Deferred
+    } else {
+        Outcome::Bounced
+    }
+}
+
+/// The enhanced status of a reply: its own, or one made from its class.
+fn status_of(r: &RemoteReply) -> String {
+    match r.enhanced {
+        Some(e) if e.0 as u16 == r.code / 100 => e.to_string(),
+        _ => format!("{}.0.0", r.code / 100),
+    }
+}
+
+/// A session-level error's status: the server's own when it refused something,
+/// otherwise a transient network status.
+fn client_status(e: &ClientError) -> String {
+    match e {
+        ClientError::Rejected { reply, .. } if reply.is_transient() => status_of(reply),
+        // A permanent refusal of the session itself (e.g. 554 greeting) still only
+        // defers: another host, or a later try, may take the mail.
+        ClientError::Rejected { .. } => "4.4.0".into(),
+        _ => "4.4.2".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postern_proto::EnhancedCode;
+
+    #[test]
+    fn statuses_follow_reply_class() {
+        let r = |code, enhanced| RemoteReply {
+            code,
+            enhanced,
+            text: String::new(),
+        };
+        assert_eq!(status_of(&r(550, Some(EnhancedCode(5, 1, 1)))), "5.1.1");
+        assert_eq!(status_of(&r(550, None)), "5.0.0");
+        // A mismatched enhanced code is not trusted.
+        assert_eq!(status_of(&r(450, Some(EnhancedCode(5, 1, 1)))), "4.0.0");
+        assert_eq!(outcome_of(&r(251, None)), Outcome::Delivered);
+        assert_eq!(outcome_of(&r(452, None)), Outcome::Deferred);
+        assert_eq!(outcome_of(&r(554, None)), Outcome::Bounced);
+    }
+}
