@@ -4,7 +4,7 @@
 //! - [`PostfixInstance::submission`]: Postfix doing the gateway's job (STARTTLS, SASL AUTH,
 //!   accept with fsync before 250), the reference point of the benchmarks.
 //! - [`PostfixInstance::receiver`]: a plain Postfix MX that stores mail for some domains in
-//!   Maildirs, for delivery tests.
+//!   a Maildir, for delivery tests.
 //! - [`SmtpSink`]: Postfix's `smtp-sink`, a fast receiver that throws mail away.
 //! - [`require`] and [`require_postfix`]: fail with an install hint when a peer is missing.
 //! - [`free_port`], [`wait_for_port`], [`write_self_signed_cert`], [`scratch_dir`]: small
@@ -28,8 +28,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -67,13 +67,17 @@ pub fn require_postfix() -> Result<()> {
     for cmd in ["postfix", "postconf", "smtp-sink", "saslpasswd2"] {
         require(cmd)?;
     }
-    let plugin_found = [
-        "/usr/lib/x86_64-linux-gnu/sasl2",
-        "/usr/lib/aarch64-linux-gnu/sasl2",
-    ]
-    .iter()
-    .chain(["/usr/lib/sasl2", "/usr/lib64/sasl2"].iter())
-    .any(|d| Path::new(d).join("libplain.so").exists());
+    // Debian puts the plugins in /usr/lib/<multiarch triplet>/sasl2.
+    let multiarch = std::fs::read_dir("/usr/lib")
+        .map(|dir| dir.flatten().map(|e| e.path().join("sasl2")).collect())
+        .unwrap_or_else(|_| Vec::new());
+    let plugin_found = multiarch
+        .into_iter()
+        .chain([
+            PathBuf::from("/usr/lib/sasl2"),
+            PathBuf::from("/usr/lib64/sasl2"),
+        ])
+        .any(|d| d.join("libplain.so").exists());
     if !plugin_found {
         bail!("the Cyrus SASL PLAIN plugin (libsasl2-modules) is not installed: {INSTALL_HINT}");
     }
@@ -95,11 +99,14 @@ fn is_root() -> Result<bool> {
 
 /// A TCP port on `ip` that nothing listens on right now.
 ///
-/// Picked at random below Linux's ephemeral range (32768+), so an outgoing connection's
-/// source port cannot take it between this call and the caller's bind.
+/// Taken below Linux's ephemeral range (32768+), so an outgoing connection's source port
+/// cannot take it between this call and the caller's bind; walked from a random start so
+/// that concurrent test processes rarely collide and one process never gets a port twice.
 pub fn free_port(ip: IpAddr) -> Result<u16> {
-    for _ in 0..1000 {
-        let port = 20_000 + (random_u64() % 12_000) as u16;
+    static NEXT: OnceLock<AtomicU16> = OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU16::new((random_u64() % 12_000) as u16));
+    for _ in 0..12_000 {
+        let port = 20_000 + next.fetch_add(1, Ordering::Relaxed) % 12_000;
         if TcpListener::bind((ip, port)).is_ok() {
             return Ok(port);
         }
@@ -209,7 +216,7 @@ pub struct SubmissionOptions {
 }
 
 impl SubmissionOptions {
-    /// Defaults: user `bench@bench.test`, password `bench-password`, [`Delivery::Hold`],
+    /// Defaults: login `bench@bench.test`, password `bench-password`, [`Delivery::Hold`],
     /// up to 200 sessions.
     pub fn new(listen: SocketAddr, tls: CertFiles) -> Self {
         Self {
@@ -282,9 +289,10 @@ impl PostfixInstance {
     pub fn submission(opts: &SubmissionOptions) -> Result<Self> {
         require_postfix()?;
         let layout = Layout::create("postfix-sub-")?;
-        // Debian's Postfix reads smtpd.conf from $config_directory/sasl whatever
-        // cyrus_sasl_config_path says; the database stays out of the config directory,
-        // whose files `postfix check` wants owned by root.
+        // Debian's Postfix 3.7 reads smtpd.conf from $config_directory/sasl and ignores
+        // cyrus_sasl_config_path (tried: AUTH then offers every mechanism and fails with
+        // 454). The database stays out of the config directory, whose files
+        // `postfix check` wants owned by root.
         let sasl_dir = layout.config_dir.join("sasl");
         std::fs::create_dir(&sasl_dir)?;
         std::fs::create_dir(layout.root.join("sasldb"))?;
@@ -322,11 +330,9 @@ impl PostfixInstance {
              smtpd_tls_cert_file = {}\n\
              smtpd_tls_key_file = {}\n\
              smtpd_sasl_type = cyrus\n\
-             smtpd_sasl_path = smtpd\n\
-             cyrus_sasl_config_path = {}\n",
+             smtpd_sasl_path = smtpd\n",
             opts.tls.certificate.display(),
             opts.tls.private_key.display(),
-            sasl_dir.display(),
         )?;
 
         let mut master_cf = format!(
@@ -1067,11 +1073,11 @@ fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Result<String> {
 mod tests {
     use super::*;
 
-    /// Runs swaks and returns its transcript; the exit status is part of what tests check.
-    fn swaks(args: &[&str]) -> (bool, String) {
-        let swaks = require("swaks").unwrap();
-        let out = Command::new(swaks)
-            .args(args)
+    /// Runs swaks with whitespace-separated `args` and returns whether it succeeded and
+    /// its transcript.
+    fn swaks(args: &str) -> (bool, String) {
+        let out = Command::new(require("swaks").unwrap())
+            .args(args.split_whitespace())
             .args(["--timeout", "20"])
             .output()
             .unwrap();
@@ -1112,26 +1118,13 @@ mod tests {
         let mut opts = SubmissionOptions::new(free_local_addr().unwrap(), tls);
         opts.delivery = Delivery::Relay(sink.addr());
         let postfix = PostfixInstance::submission(&opts).unwrap();
-        let server = postfix.listen_addr().to_string();
-        let login = opts.login();
+        let server = postfix.listen_addr();
+        let (login, password) = (opts.login(), &opts.password);
 
-        let (ok, out) = swaks(&[
-            "--server",
-            &server,
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            &login,
-            "--auth-password",
-            &opts.password,
-            "--from",
-            "sender@bench.test",
-            "--to",
-            "someone@example.net",
-            "--body",
-            "hello from swaks",
-        ]);
+        let (ok, out) = swaks(&format!(
+            "--server {server} --tls --auth PLAIN --auth-user {login} --auth-password {password} \
+             --from sender@bench.test --to someone@example.net --body hello-from-swaks"
+        ));
         assert!(ok, "{out}");
         assert!(out.contains("<~  250 2.0.0 Ok: queued as"), "{out}");
         sink.wait_for_messages(1, Duration::from_secs(20))
@@ -1142,36 +1135,15 @@ mod tests {
             .unwrap();
 
         // The same server refuses a wrong password and AUTH before TLS.
-        let (ok, out) = swaks(&[
-            "--server",
-            &server,
-            "--tls",
-            "--auth",
-            "LOGIN",
-            "--auth-user",
-            &login,
-            "--auth-password",
-            "wrong",
-            "--from",
-            "sender@bench.test",
-            "--to",
-            "x@example.net",
-        ]);
+        let (ok, out) = swaks(&format!(
+            "--server {server} --tls --auth LOGIN --auth-user {login} --auth-password wrong \
+             --from sender@bench.test --to x@example.net"
+        ));
         assert!(!ok && out.contains("535"), "{out}");
-        let (ok, out) = swaks(&[
-            "--server",
-            &server,
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            &login,
-            "--auth-password",
-            &opts.password,
-            "--from",
-            "sender@bench.test",
-            "--to",
-            "x@example.net",
-        ]);
+        let (ok, out) = swaks(&format!(
+            "--server {server} --auth PLAIN --auth-user {login} --auth-password {password} \
+             --from sender@bench.test --to x@example.net"
+        ));
         assert!(!ok, "{out}");
         assert_eq!(sink.messages(), 1);
     }
@@ -1182,27 +1154,16 @@ mod tests {
         let mut opts = SubmissionOptions::new(free_local_addr().unwrap(), tls);
         opts.implicit_tls_listen = Some(free_local_addr().unwrap());
         let postfix = PostfixInstance::submission(&opts).unwrap();
-        let login = opts.login();
+        let (login, password) = (opts.login(), &opts.password);
         let mut ids = Vec::new();
         for (server, tls_flag) in [
             (postfix.listen_addr(), "--tls"),
             (opts.implicit_tls_listen.unwrap(), "--tlsc"),
         ] {
-            let (ok, out) = swaks(&[
-                "--server",
-                &server.to_string(),
-                tls_flag,
-                "--auth",
-                "PLAIN",
-                "--auth-user",
-                &login,
-                "--auth-password",
-                &opts.password,
-                "--from",
-                "a@bench.test",
-                "--to",
-                "b@example.net",
-            ]);
+            let (ok, out) = swaks(&format!(
+                "--server {server} {tls_flag} --auth PLAIN --auth-user {login} \
+                 --auth-password {password} --from a@bench.test --to b@example.net"
+            ));
             assert!(ok, "{out}");
             ids.push(queued_id(&out));
         }
@@ -1211,6 +1172,9 @@ mod tests {
         ids.sort();
         assert_eq!(queued, ids);
         assert!(postfix.master_pid().unwrap() > 1);
+        // No queue manager must not mean a warning per message (see Layout::start).
+        let log = postfix.maillog().unwrap();
+        assert!(!log.contains("warning:"), "{log}");
     }
 
     #[test]
@@ -1221,21 +1185,12 @@ mod tests {
         let mut opts = ReceiverOptions::new(listen, &["example.org", "example.com"]);
         opts.tls = Some(tls);
         let mx = PostfixInstance::receiver(&opts).unwrap();
-        let server = listen.to_string();
+        let server = listen;
 
-        let (ok, out) = swaks(&[
-            "--server",
-            &server,
-            "--tls",
-            "--from",
-            "sender@elsewhere.test",
-            "--to",
-            "alice@example.org",
-            "--header",
-            "Subject: delivery test",
-            "--body",
-            "body-marker-42",
-        ]);
+        let (ok, out) = swaks(&format!(
+            "--server {server} --tls --from sender@elsewhere.test --to alice@example.org \
+             --header-Subject delivery-test --body body-marker-42"
+        ));
         assert!(ok, "{out}");
         let messages = mx
             .wait_for_delivered(1, Duration::from_secs(20))
@@ -1243,17 +1198,12 @@ mod tests {
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].recipient, "alice@example.org");
         assert!(messages[0].contents.contains("body-marker-42"));
-        assert!(messages[0].contents.contains("Subject: delivery test"));
+        assert!(messages[0].contents.contains("Subject: delivery-test"));
         assert!(mx.maillog().unwrap().contains("TLS connection established"));
 
-        let (ok, out) = swaks(&[
-            "--server",
-            &server,
-            "--from",
-            "sender@elsewhere.test",
-            "--to",
-            "bob@example.net",
-        ]);
+        let (ok, out) = swaks(&format!(
+            "--server {server} --from sender@elsewhere.test --to bob@example.net"
+        ));
         assert!(!ok && out.contains("554 5.7.1"), "{out}");
     }
 

@@ -168,9 +168,12 @@ async fn wait_for_signal() {
 fn init_logging(cfg: &GatewayConfig) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .with_context(|| format!("log.level {:?} is not a valid filter", cfg.log.level))?;
+    // Colors only for a person at a terminal; files and log collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi);
     match cfg.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
