@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the test suite talks to, when they are missing:
-# swaks, openssl, Python (smtplib), Postfix with Cyrus SASL tools (benchmark peer).
+# swaks, openssl, Python (smtplib), Postfix with Cyrus SASL tools (benchmark peer),
+# Unbound (the DNS server of delivery tests) and dig.
 # Idempotent; safe to run on every test run.
 set -euo pipefail
 
@@ -12,6 +13,10 @@ command -v postfix >/dev/null 2>&1 || need+=(postfix)
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
 [ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ] || [ -n "$(ls /usr/lib/*/sasl2/libplain.so 2>/dev/null)" ] || need+=(libsasl2-modules)
 command -v smtp-sink >/dev/null 2>&1 || need+=(postfix)
+# swaks --tls needs Net::SSLeay, which --no-install-recommends leaves out.
+perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
+command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
+command -v dig >/dev/null 2>&1 || need+=(dnsutils)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-peers: installing ${need[*]}"
@@ -24,5 +29,20 @@ fi
 # Debian starts the system Postfix on install; the tests run their own instances.
 if command -v postfix >/dev/null 2>&1 && postfix status >/dev/null 2>&1; then
   postfix stop >/dev/null 2>&1 || true
+fi
+# Debian enables and starts the system Unbound (a resolver on port 53) on install; the
+# tests run their own instances on other ports. Disable it when this run installed it, and
+# stop it whenever it runs.
+if [[ " ${need[*]} " == *" unbound "* ]]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now unbound.service unbound-resolvconf.service >/dev/null 2>&1 || true
+  else
+    update-rc.d unbound disable >/dev/null 2>&1 || true
+  fi
+fi
+if [ -d /run/systemd/system ] && systemctl is-active --quiet unbound.service 2>/dev/null; then
+  systemctl stop unbound.service >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/unbound ] && [ -s /run/unbound.pid ] && kill -0 "$(cat /run/unbound.pid)" 2>/dev/null; then
+  /etc/init.d/unbound stop >/dev/null 2>&1 || true
 fi
 echo "install-peers: ok"

@@ -202,6 +202,15 @@ impl TestGateway {
         Ok(())
     }
 
+    /// Stops the gateway (SIGTERM), changes its configuration and starts it again on
+    /// the same spool.
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut GatewayConfig)) -> Result<()> {
+        self.terminate(Duration::from_secs(10));
+        change(&mut self.config);
+        std::fs::write(&self.config_path, self.config.to_toml()?)?;
+        self.spawn()
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -5,6 +5,7 @@
 //! Peers are never faked here. A missing peer fails the test with the command that
 //! installs it; nothing is skipped.
 
+pub mod dns;
 pub mod gateway;
 pub mod loadgen;
 pub mod postfix;

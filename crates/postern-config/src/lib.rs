@@ -631,7 +631,9 @@ impl GatewayConfig {
             return bad("delivery.mode = \"smarthost\" needs a [delivery.smarthost] table".into());
         }
         let r = &self.delivery.retry;
-        if !(r.factor >= 1.0)
+        // Written so that a NaN factor fails too.
+        if r.factor.is_nan()
+            || r.factor < 1.0
             || !(0.0..1.0).contains(&r.jitter)
             || r.initial.is_zero()
             || r.max < r.initial

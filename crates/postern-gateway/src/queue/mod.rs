@@ -301,6 +301,9 @@ fn read_smarthost_credentials(path: &std::path::Path) -> Result<(String, String)
 
 impl Scheduler {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        // Messages recovered from the spool are ready before any event arrives.
+        self.release_due();
+        self.dispatch();
         loop {
             let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
             let sleep = async {

@@ -1,0 +1,383 @@
+//! Delivery by DNS MX routing against real peers: an Unbound server on loopback
+//! serving the test domains, Postfix and smtp-sink listening on port 25 of other
+//! loopback addresses as the domains' mail exchangers. Each test uses its own
+//! 127.0.N.0/24 so tests can run side by side.
+//!
+//! Covered: MX preference, failover to the next MX, implicit MX, null MX, NXDOMAIN,
+//! SERVFAIL deferral, 4xx then success, 5xx bounce with the DSN received by the
+//! sender's own MX, expiry, TLS required and absent, opportunistic TLS, IPv6, and
+//! connection reuse seen in the receiver's log.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use postern_config::{DeliveryMode, GatewayConfig};
+use postern_tests::dns::{Record, TestDns};
+use postern_tests::gateway::TestGateway;
+use postern_tests::postfix::{
+    PostfixInstance, ReceiverOptions, SmtpSink, scratch_dir, write_self_signed_cert,
+};
+use postern_tests::smtp::Smtp;
+
+fn ip(net: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, net, host)
+}
+
+fn port25(ip: Ipv4Addr) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(ip), 25)
+}
+
+fn gateway(dns: &TestDns, tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
+    TestGateway::start(|c| {
+        c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        c.delivery.mode = DeliveryMode::Mx;
+        c.delivery.dns.nameservers = vec![dns.addr()];
+        c.delivery.dns.timeout = Duration::from_secs(1);
+        c.delivery.dns.attempts = 1;
+        c.delivery.retry.initial = Duration::from_secs(1);
+        c.delivery.retry.max = Duration::from_secs(2);
+        c.delivery.timeouts.connect = Duration::from_secs(2);
+        tweak(c);
+    })
+    .unwrap()
+}
+
+/// Sends one message from `from` to `to` through the relay port; returns its ID.
+fn submit(gw: &TestGateway, from: &str, to: &str, subject: &str) -> String {
+    let (mut s, _) = Smtp::connect(gw.relay).unwrap();
+    assert_eq!(s.cmd("EHLO client.test").unwrap().code, 250);
+    assert_eq!(s.cmd(&format!("MAIL FROM:<{from}>")).unwrap().code, 250);
+    assert_eq!(s.cmd(&format!("RCPT TO:<{to}>")).unwrap().code, 250);
+    assert_eq!(s.cmd("DATA").unwrap().code, 354);
+    let r = s
+        .cmd(&format!(
+            "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\r\nhello\r\n."
+        ))
+        .unwrap();
+    assert_eq!(r.code, 250, "{}", r.text);
+    let _ = s.cmd("QUIT");
+    r.last_line().rsplit(' ').next().unwrap().to_owned()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn receiver(addr: Ipv4Addr, domains: &[&str]) -> PostfixInstance {
+    PostfixInstance::receiver(&ReceiverOptions::new(port25(addr), domains)).unwrap()
+}
+
+fn delivery_state(gw: &TestGateway) -> serde_json::Value {
+    gw.queue().unwrap().first().cloned().unwrap_or_default()
+}
+
+#[test]
+fn lowest_preference_mx_gets_the_mail() {
+    let n = 11;
+    let dns = TestDns::start(&[
+        Record::mx("dest.test", 20, "mx2.dest.test"),
+        Record::mx("dest.test", 10, "mx1.dest.test"),
+        Record::a("mx1.dest.test", ip(n, 2)),
+        Record::a("mx2.dest.test", ip(n, 3)),
+    ])
+    .unwrap();
+    let mx1 = receiver(ip(n, 2), &["dest.test"]);
+    let mx2 = SmtpSink::start(port25(ip(n, 3)), &[]).unwrap();
+    let gw = gateway(&dns, |_| {});
+    submit(&gw, "app@example.com", "user@dest.test", "preference");
+    let got = mx1.wait_for_delivered(1, Duration::from_secs(30)).unwrap();
+    assert!(got[0].contents.contains("Subject: preference"));
+    assert!(
+        got[0].contents.contains("(Postern) with ESMTP id"),
+        "{}",
+        got[0].contents
+    );
+    assert_eq!(mx2.messages(), 0);
+    wait_until("an empty queue", Duration::from_secs(10), || {
+        gw.queue().unwrap().is_empty()
+    });
+}
+
+#[test]
+fn failover_to_the_second_mx() {
+    let n = 12;
+    let dns = TestDns::start(&[
+        Record::mx("dest.test", 10, "dead.dest.test"),
+        Record::mx("dest.test", 20, "live.dest.test"),
+        Record::a("dead.dest.test", ip(n, 2)), // nothing listens there
+        Record::a("live.dest.test", ip(n, 3)),
+    ])
+    .unwrap();
+    let live = receiver(ip(n, 3), &["dest.test"]);
+    let gw = gateway(&dns, |_| {});
+    submit(&gw, "app@example.com", "user@dest.test", "failover");
+    live.wait_for_delivered(1, Duration::from_secs(30)).unwrap();
+    wait_until("an empty queue", Duration::from_secs(10), || {
+        gw.queue().unwrap().is_empty()
+    });
+}
+
+#[test]
+fn implicit_mx_from_the_address_record() {
+    let n = 13;
+    let dns = TestDns::start(&[Record::a("implicit.test", ip(n, 2))]).unwrap();
+    let mx = receiver(ip(n, 2), &["implicit.test"]);
+    let gw = gateway(&dns, |_| {});
+    submit(&gw, "app@example.com", "user@implicit.test", "implicit");
+    mx.wait_for_delivered(1, Duration::from_secs(30)).unwrap();
+}
+
+/// The sender's domain has an MX of its own, so DSNs are really delivered there.
+fn with_sender_domain(n: u8, mut records: Vec<Record>) -> (TestDns, PostfixInstance) {
+    records.push(Record::mx("sender.test", 10, "mx.sender.test"));
+    records.push(Record::a("mx.sender.test", ip(n, 9)));
+    let dns = TestDns::start(&records).unwrap();
+    let sender_mx = receiver(ip(n, 9), &["sender.test"]);
+    (dns, sender_mx)
+}
+
+fn assert_dsn(sender_mx: &PostfixInstance, status: &str, rcpt: &str) -> String {
+    let got = sender_mx
+        .wait_for_delivered(1, Duration::from_secs(30))
+        .unwrap();
+    let dsn = &got[0].contents;
+    assert!(
+        dsn.contains("Content-Type: multipart/report; report-type=delivery-status"),
+        "{dsn}"
+    );
+    assert!(
+        dsn.contains(&format!("Final-Recipient: rfc822; {rcpt}")),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains(&format!("Status: {status}")), "{dsn}");
+    assert!(
+        dsn.contains("Return-Path: <>"),
+        "a DSN has the null sender: {dsn}"
+    );
+    dsn.clone()
+}
+
+#[test]
+fn null_mx_bounces_at_once_with_a_dsn() {
+    let n = 14;
+    let (dns, sender_mx) = with_sender_domain(n, vec![Record::null_mx("nomail.test")]);
+    let gw = gateway(&dns, |_| {});
+    submit(&gw, "app@sender.test", "user@nomail.test", "null mx");
+    let dsn = assert_dsn(&sender_mx, "5.1.10", "user@nomail.test");
+    assert!(
+        dsn.contains("Subject: null mx"),
+        "original headers returned: {dsn}"
+    );
+    wait_until("an empty queue", Duration::from_secs(10), || {
+        gw.queue().unwrap().is_empty()
+    });
+}
+
+#[test]
+fn nxdomain_bounces() {
+    let n = 15;
+    let (dns, sender_mx) = with_sender_domain(n, vec![]);
+    let gw = gateway(&dns, |_| {});
+    submit(&gw, "app@sender.test", "user@nosuchdomain.test", "nxdomain");
+    assert_dsn(&sender_mx, "5.1.2", "user@nosuchdomain.test");
+}
+
+#[test]
+fn servfail_defers_then_expires_with_a_dsn() {
+    let n = 16;
+    let (dns, sender_mx) = with_sender_domain(n, vec![Record::servfail("broken.test")]);
+    let gw = gateway(&dns, |c| {
+        c.delivery.retry.max_lifetime = Duration::from_secs(4)
+    });
+    submit(&gw, "app@sender.test", "user@broken.test", "servfail");
+    wait_until("a deferral", Duration::from_secs(15), || {
+        delivery_state(&gw)["attempts"].as_u64().unwrap_or(0) >= 1
+    });
+    let detail = delivery_state(&gw)["delivery"][0]["last_result"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        detail.contains("MX lookup for broken.test failed"),
+        "{detail}"
+    );
+    assert_eq!(delivery_state(&gw)["delivery"][0]["status"], "pending");
+    // After max_lifetime the message expires: 4.4.7 to the sender.
+    let dsn = assert_dsn(&sender_mx, "4.4.7", "user@broken.test");
+    assert!(dsn.contains("delivery time expired"), "{dsn}");
+    wait_until("an empty queue", Duration::from_secs(10), || {
+        gw.queue().unwrap().is_empty()
+    });
+}
+
+#[test]
+fn temporary_refusal_is_retried_until_it_succeeds() {
+    let n = 17;
+    let dns = TestDns::start(&[
+        Record::mx("dest.test", 10, "mx.dest.test"),
+        Record::a("mx.dest.test", ip(n, 2)),
+    ])
+    .unwrap();
+    let mut sink = SmtpSink::start(port25(ip(n, 2)), &["-r", "RCPT"]).unwrap();
+    let mut gw = gateway(&dns, |_| {});
+    submit(&gw, "app@example.com", "user@dest.test", "retry");
+    wait_until("a deferral", Duration::from_secs(15), || {
+        delivery_state(&gw)["attempts"].as_u64().unwrap_or(0) >= 1
+    });
+    let detail = delivery_state(&gw)["delivery"][0]["last_result"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(detail.starts_with('4'), "{detail}");
+    // The retry state survives a restart.
+    gw.reconfigure(|_| {}).unwrap();
+    assert!(delivery_state(&gw)["attempts"].as_u64().unwrap_or(0) >= 1);
+    drop(sink);
+    sink = SmtpSink::start(port25(ip(n, 2)), &[]).unwrap();
+    sink.wait_for_messages(1, Duration::from_secs(30)).unwrap();
+    wait_until("an empty queue", Duration::from_secs(10), || {
+        gw.queue().unwrap().is_empty()
+    });
+}
+
+#[test]
+fn permanent_refusal_bounces_to_the_senders_server() {
+    let n = 18;
+    let (dns, sender_mx) = with_sender_domain(
+        n,
+        vec![
+            Record::mx("dest.test", 10, "mx.dest.test"),
+            Record::a("mx.dest.test", ip(n, 2)),
+        ],
+    );
+    let _sink = SmtpSink::start(port25(ip(n, 2)), &["-f", "RCPT"]).unwrap();
+    let gw = gateway(&dns, |_| {});
+    submit(&gw, "app@sender.test", "user@dest.test", "hard bounce");
+    let dsn = assert_dsn(&sender_mx, "5.", "user@dest.test");
+    assert!(
+        dsn.contains(&format!("Remote-MTA: dns; mx.dest.test[{}]", ip(n, 2))),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Diagnostic-Code: smtp; 5"), "{dsn}");
+}
+
+#[test]
+fn null_sender_mail_never_bounces() {
+    let n = 19;
+    let (dns, sender_mx) = with_sender_domain(n, vec![Record::null_mx("nomail.test")]);
+    let gw = gateway(&dns, |_| {});
+    submit(&gw, "", "user@nomail.test", "bounce of a bounce");
+    wait_until("an empty queue", Duration::from_secs(15), || {
+        gw.queue().unwrap().is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(sender_mx.delivered().unwrap().is_empty());
+    assert!(gw.log().contains("null sender: no DSN"), "{}", gw.log());
+}
+
+#[test]
+fn required_tls_without_starttls_defers() {
+    let n = 20;
+    let dns = TestDns::start(&[
+        Record::mx("dest.test", 10, "mx.dest.test"),
+        Record::a("mx.dest.test", ip(n, 2)),
+    ])
+    .unwrap();
+    let sink = SmtpSink::start(port25(ip(n, 2)), &[]).unwrap();
+    let gw = gateway(&dns, |c| {
+        c.delivery.tls.require_domains = vec!["dest.test".into()]
+    });
+    submit(&gw, "app@example.com", "user@dest.test", "tls required");
+    wait_until("a deferral", Duration::from_secs(15), || {
+        delivery_state(&gw)["attempts"].as_u64().unwrap_or(0) >= 1
+    });
+    let detail = delivery_state(&gw)["delivery"][0]["last_result"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(detail.contains("TLS is required"), "{detail}");
+    assert_eq!(sink.messages(), 0);
+}
+
+#[test]
+fn opportunistic_tls_with_a_receiver_that_offers_it() {
+    let n = 21;
+    let dns = TestDns::start(&[
+        Record::mx("dest.test", 10, "mx.dest.test"),
+        Record::a("mx.dest.test", ip(n, 2)),
+    ])
+    .unwrap();
+    let dir = scratch_dir("mx-tls-").unwrap();
+    let mut opts = ReceiverOptions::new(port25(ip(n, 2)), &["dest.test"]);
+    opts.tls = Some(write_self_signed_cert(dir.path(), &["mx.dest.test"]).unwrap());
+    let mx = PostfixInstance::receiver(&opts).unwrap();
+    let gw = gateway(&dns, |_| {});
+    submit(&gw, "app@example.com", "user@dest.test", "opportunistic");
+    mx.wait_for_delivered(1, Duration::from_secs(30)).unwrap();
+    wait_until("the delivery log line", Duration::from_secs(10), || {
+        gw.log().contains("tls=Unverified")
+    });
+}
+
+#[test]
+fn ipv6_mail_exchanger() {
+    let dns = TestDns::start(&[
+        Record::mx("v6.test", 10, "mx.v6.test"),
+        Record::aaaa("mx.v6.test", Ipv6Addr::LOCALHOST),
+    ])
+    .unwrap();
+    let sink = SmtpSink::start(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 25), &[]).unwrap();
+    let gw = gateway(&dns, |_| {});
+    submit(&gw, "app@example.com", "user@v6.test", "over IPv6");
+    sink.wait_for_messages(1, Duration::from_secs(30)).unwrap();
+    wait_until("the delivery log line", Duration::from_secs(10), || {
+        gw.log().contains("mx.v6.test[::1]")
+    });
+}
+
+#[test]
+fn several_messages_share_one_connection() {
+    let n = 22;
+    let dns = TestDns::start(&[
+        Record::mx("dest.test", 10, "mx.dest.test"),
+        Record::a("mx.dest.test", ip(n, 2)),
+    ])
+    .unwrap();
+    let mx = receiver(ip(n, 2), &["dest.test"]);
+    // Accept five messages while delivery is on hold, then turn delivery on: the
+    // recovered queue goes out together.
+    let mut gw = gateway(&dns, |c| {
+        c.delivery.mode = DeliveryMode::Hold;
+        c.delivery.limits.max_connections_per_destination = 1;
+    });
+    for i in 0..5 {
+        submit(
+            &gw,
+            "app@example.com",
+            &format!("user{i}@dest.test"),
+            &format!("reuse {i}"),
+        );
+    }
+    gw.reconfigure(|c| c.delivery.mode = DeliveryMode::Mx)
+        .unwrap();
+    mx.wait_for_delivered(5, Duration::from_secs(30)).unwrap();
+    let log = mx.maillog().unwrap();
+    // Sessions that sent commands (the harness's port probe sends none).
+    let sessions = log
+        .lines()
+        .filter(|l| {
+            l.contains("smtpd[") && l.contains(": disconnect from") && !l.contains("commands=0/0")
+        })
+        .count();
+    assert_eq!(sessions, 1, "five messages over one connection: {log}");
+    let transactions = log
+        .lines()
+        .filter(|l| l.contains("smtpd[") && l.contains(": client="))
+        .count();
+    assert_eq!(transactions, 5, "{log}");
+}
