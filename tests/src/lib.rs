@@ -7,6 +7,7 @@
 
 pub mod dns;
 pub mod gateway;
+pub mod ledger;
 pub mod loadgen;
 pub mod postfix;
 pub mod smtp;

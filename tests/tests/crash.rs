@@ -10,83 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postern_tests::gateway::TestGateway;
-use postern_tests::smtp::Smtp;
+use postern_tests::ledger::submit_until;
 
 const CLIENTS: usize = 6;
 const KILLS: usize = 6;
-
-/// Sends messages until `stop`; records (queue id → token) for every 250.
-fn client(
-    n: usize,
-    gw_addr: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-    ledger: Arc<Mutex<HashMap<String, String>>>,
-) -> usize {
-    let mut seq = 0usize;
-    let mut attempts = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let Ok((mut s, greeting)) = Smtp::connect(gw_addr) else {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        };
-        if greeting.code != 220 || s.cmd("EHLO crash.test").map(|r| r.code).ok() != Some(250) {
-            continue;
-        }
-        // Several messages per connection, as real submitters do.
-        for _ in 0..20 {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            seq += 1;
-            attempts += 1;
-            let token = format!("ledger-{n}-{seq}");
-            // Bodies of varying size, some over the spool's write chunk.
-            let filler = "x".repeat(70);
-            let lines = if seq.is_multiple_of(17) {
-                3000
-            } else {
-                20 + seq % 50
-            };
-            let mut msg =
-                format!("MAIL FROM:<c{n}@example.com>\r\nRCPT TO:<r@example.net>\r\nDATA\r\n");
-            let mut body = format!("Subject: {token}\r\n\r\n");
-            for i in 0..lines {
-                body.push_str(&format!("{token} {i} {filler}\r\n"));
-            }
-            let outcome = (|| -> anyhow::Result<Option<String>> {
-                s.send(msg.as_bytes())?;
-                for _ in 0..3 {
-                    let r = s.reply()?;
-                    if r.code >= 400 {
-                        return Ok(None);
-                    }
-                }
-                s.send(body.as_bytes())?;
-                s.send(b".\r\n")?;
-                let r = s.reply()?;
-                if r.code == 250 {
-                    let id = r
-                        .last_line()
-                        .rsplit(' ')
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    return Ok(Some(id));
-                }
-                Ok(None)
-            })();
-            msg.clear();
-            match outcome {
-                Ok(Some(id)) => {
-                    ledger.lock().unwrap().insert(id, token);
-                }
-                Ok(None) => {}
-                Err(_) => break, // connection died: the gateway was killed
-            }
-        }
-    }
-    attempts
-}
 
 #[test]
 fn no_acknowledged_message_is_lost_across_sigkills() {
@@ -100,7 +27,7 @@ fn no_acknowledged_message_is_lost_across_sigkills() {
     let threads: Vec<_> = (0..CLIENTS)
         .map(|n| {
             let (stop, ledger, addr) = (stop.clone(), ledger.clone(), gw.relay);
-            std::thread::spawn(move || client(n, addr, stop, ledger))
+            std::thread::spawn(move || submit_until(n, addr, "r@example.net", &stop, &ledger))
         })
         .collect();
     let started = Instant::now();

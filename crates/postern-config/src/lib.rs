@@ -722,8 +722,10 @@ command = "1m 30s"
         let mut c = GatewayConfig::default();
         c.listeners.push(c.listeners[0].clone());
         assert!(c.validate().is_err());
-        let mut c = GatewayConfig::default();
-        c.hostname = "bad host".into();
+        let c = GatewayConfig {
+            hostname: "bad host".into(),
+            ..Default::default()
+        };
         assert!(c.validate().is_err());
         let mut c = GatewayConfig::default();
         c.timeouts.command = Duration::ZERO;

@@ -158,10 +158,10 @@ impl Spool {
 
     /// Removes a message whose every recipient is final.
     pub fn remove(&self, id: &str) {
-        if let Err(e) = fs::remove_file(self.inner.messages.join(id)) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(id, error = %e, "cannot remove delivered message");
-            }
+        if let Err(e) = fs::remove_file(self.inner.messages.join(id))
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(id, error = %e, "cannot remove delivered message");
         }
     }
 }
