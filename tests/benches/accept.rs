@@ -3,14 +3,18 @@
 //!
 //! Both servers get the same load from [`postern_tests::loadgen`]: N sessions, each
 //! connected once with STARTTLS and AUTH PLAIN, sending 4 KB messages back to back with
-//! PIPELINING. Both answer 250 only after the message is fsynced in their queue, and both
-//! spools sit on the same filesystem (under /var/tmp/postern-tests).
+//! PIPELINING. Postfix answers 250 only after fsyncing its queue file and Postern's spool
+//! promises the same; both queues sit on the same filesystem (under
+//! /var/tmp/postern-tests). After each run the benchmark checks that every acknowledged
+//! message is in its server's queue.
 //!
-//! Fairness: by default Postfix runs without a queue manager, so accepted mail stays in
-//! its incoming queue exactly as Postern's stays in its spool (Postern does not deliver
-//! yet). Relaying to smtp-sink instead (`POSTERN_BENCH_POSTFIX=relay`) makes Postfix also
-//! schedule, deliver and delete every message on the same two cores, which measures more
-//! than accepting. Both servers keep their normal per-message logging.
+//! Fairness: by default neither server delivers. Postfix runs without a queue manager, so
+//! accepted mail stays in its incoming queue, and Postern runs with `delivery.mode =
+//! "hold"`, so it stays in its spool: the benchmark measures accepting durably and nothing
+//! else. With `POSTERN_BENCH_POSTFIX=relay` both also relay every message to an smtp-sink
+//! of their own (Postfix by `relayhost`, Postern in smarthost mode, plain SMTP), so
+//! scheduling, delivering and deleting compete with accepting on the same two cores.
+//! Both servers keep their normal per-message logging.
 //!
 //! Run (release build of the gateway first):
 //!
@@ -23,7 +27,8 @@
 //! - `POSTERN_BENCH_SESSIONS`: comma-separated session counts (default `1,20,100`)
 //! - `POSTERN_BENCH_SECONDS`: seconds of load per server and point (default 10)
 //! - `POSTERN_BENCH_MESSAGE_SIZE`: octets per message (default 4096)
-//! - `POSTERN_BENCH_POSTFIX`: `hold` (default) or `relay` (to an smtp-sink)
+//! - `POSTERN_BENCH_POSTFIX`: `hold` (default) or `relay` (both servers relay to an
+//!   smtp-sink)
 //! - `POSTERN_BENCH_POSTFIX_ONLY=1`: measure Postfix alone
 //! - `POSTERN_GATEWAY_BIN`: the gateway binary; otherwise `postern-gateway` beside this
 //!   benchmark (target/release), in `$CARGO_TARGET_DIR/release` or in target/release
@@ -33,13 +38,16 @@
 //!
 //! Needs root and Postfix (tests/scripts/install-peers.sh); a missing peer is an error.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use postern_config::{GatewayConfig, ListenerConfig, ListenerKind};
+use postern_config::{
+    DeliveryMode, GatewayConfig, ListenerConfig, ListenerKind, SmarthostConfig, SmarthostTls,
+};
 use postern_tests::loadgen::{self, LoadReport, LoadSpec, Stop};
 use postern_tests::postfix::{
     self, CertFiles, Delivery, PostfixInstance, SmtpSink, SubmissionOptions,
@@ -142,10 +150,10 @@ fn find_gateway() -> Result<PathBuf> {
     }
     let mut candidates = Vec::new();
     // This benchmark runs from target/release/deps.
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
-            candidates.push(profile_dir.join("postern-gateway"));
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
+    {
+        candidates.push(profile_dir.join("postern-gateway"));
     }
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         candidates.push(PathBuf::from(dir).join("release/postern-gateway"));
@@ -180,13 +188,13 @@ fn run() -> Result<()> {
     };
     println!(
         "load: {:?} per point, {} octet messages, STARTTLS + AUTH PLAIN, pipelined; \
-         Postfix {}",
+         the servers {}",
         settings.duration,
         settings.message_size,
         if settings.relay {
-            "relays to smtp-sink"
+            "relay to smtp-sink"
         } else {
-            "holds mail in its incoming queue"
+            "hold mail in their queues"
         }
     );
     // One thread for the load leaves the other core to the server under test.
@@ -215,6 +223,9 @@ fn run() -> Result<()> {
         });
     }
     print_table(&rows);
+    if !settings.relay {
+        println!("Every acknowledged message was found in its server's queue.");
+    }
     for row in &rows {
         for (name, report) in [
             ("Postfix", Some(&row.postfix)),
@@ -234,7 +245,28 @@ fn spec(settings: &Settings, addr: SocketAddr, username: &str, sessions: usize) 
     spec.stop = Stop::Duration(settings.duration);
     spec.message_size = settings.message_size;
     spec.mail_from = format!("{USER}@{DOMAIN}");
+    // The ledger lets the run check that every 250 left a message in the queue.
+    spec.keep_accepted = true;
     spec
+}
+
+/// Fails unless every message the server acknowledged is in its queue: a rate of
+/// acknowledgements that were not durable would be meaningless.
+fn verify_queued(server: &str, report: &LoadReport, queued: Vec<String>) -> Result<()> {
+    let queued = queued.into_iter().collect::<HashSet<_>>();
+    let missing = report
+        .accepted_messages
+        .iter()
+        .filter(|m| m.queue_id().is_none_or(|id| !queued.contains(id)))
+        .collect::<Vec<_>>();
+    if let Some(first) = missing.first() {
+        bail!(
+            "{server} acknowledged {} messages that are not in its queue, e.g. {:?}",
+            missing.len(),
+            first.reply
+        );
+    }
+    Ok(())
 }
 
 fn measure_postfix(
@@ -263,9 +295,23 @@ fn measure_postfix(
         &opts.login(),
         sessions,
     )))?;
+    match &sink {
+        Some(sink) => report_relayed("Postfix", &report, sink),
+        None => verify_queued("Postfix", &report, instance.queued_ids()?)?,
+    }
     drop(instance);
     drop(sink);
     Ok(report)
+}
+
+/// How far delivery kept up: relaying that lags behind accepting did less of its work
+/// inside the measured window.
+fn report_relayed(server: &str, report: &LoadReport, sink: &SmtpSink) {
+    println!(
+        "{server}: smtp-sink had {} of the {} accepted messages when the load stopped",
+        sink.messages(),
+        report.accepted
+    );
 }
 
 /// The credentials file line for the bench user, hashed by the gateway itself.
@@ -306,11 +352,22 @@ fn measure_postern(
     credentials: &Path,
     sessions: usize,
 ) -> Result<LoadReport> {
-    let gateway = Gateway::start(bin, cert, credentials, sessions)?;
-    let report = runtime.block_on(loadgen::run(&spec(settings, gateway.addr, USER, sessions)));
-    let log = gateway.log();
+    let sink = if settings.relay {
+        Some(SmtpSink::start(postfix::free_local_addr()?, &[])?)
+    } else {
+        None
+    };
+    let gateway = Gateway::start(bin, cert, credentials, sessions, sink.as_ref())?;
+    let report = runtime
+        .block_on(loadgen::run(&spec(settings, gateway.addr, USER, sessions)))
+        .with_context(|| format!("the gateway's log:\n{}", gateway.log()))?;
+    match &sink {
+        Some(sink) => report_relayed("Postern", &report, sink),
+        None => verify_queued("Postern", &report, gateway.queued_ids(bin)?)?,
+    }
     drop(gateway);
-    report.with_context(|| format!("the gateway's log:\n{log}"))
+    drop(sink);
+    Ok(report)
 }
 
 /// A gateway process with a fresh spool, stopped with SIGTERM when dropped.
@@ -321,7 +378,14 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(bin: &Path, cert: &CertFiles, credentials: &Path, sessions: usize) -> Result<Self> {
+    /// Starts the gateway; it relays to `sink` when given, else holds everything.
+    fn start(
+        bin: &Path,
+        cert: &CertFiles,
+        credentials: &Path,
+        sessions: usize,
+        sink: Option<&SmtpSink>,
+    ) -> Result<Self> {
         let dir = postfix::scratch_dir("bench-postern-")?;
         let addr = postfix::free_local_addr()?;
         let mut config = GatewayConfig {
@@ -333,9 +397,27 @@ impl Gateway {
         config.tls.private_key = cert.private_key.clone();
         config.spool.directory = dir.path().join("spool");
         config.auth.credentials_file = Some(credentials.to_owned());
+        // Loopback only, and a port of its own.
+        config.metrics.address = Some(postfix::free_local_addr()?);
         // Every session comes from 127.0.0.1; the limits must not be what is measured.
         config.limits.max_sessions_per_ip = (2 * sessions).max(200);
         config.limits.max_sessions = config.limits.max_sessions.max(4 * sessions);
+        // Never the default MX mode: it would look the recipient domain up in the DNS of
+        // /etc/resolv.conf, off this machine.
+        match sink {
+            Some(sink) => {
+                config.delivery.mode = DeliveryMode::Smarthost;
+                config.delivery.smarthost = Some(SmarthostConfig {
+                    host: sink.addr().ip().to_string(),
+                    port: sink.addr().port(),
+                    tls: SmarthostTls::None,
+                    credentials_file: None,
+                    verify_certificate: false,
+                    ca_file: None,
+                });
+            }
+            None => config.delivery.mode = DeliveryMode::Hold,
+        }
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config.to_toml()?)
             .with_context(|| format!("writing {}", config_path.display()))?;
@@ -369,6 +451,32 @@ impl Gateway {
         Ok(gateway)
     }
 
+    /// Queue ids, from `postern-gateway queue list`.
+    fn queued_ids(&self, bin: &Path) -> Result<Vec<String>> {
+        let out = Command::new(bin)
+            .args(["queue", "list", "--config"])
+            .arg(self.dir.path().join("gateway.toml"))
+            .output()
+            .context("running postern-gateway queue list")?;
+        if !out.status.success() {
+            bail!(
+                "postern-gateway queue list failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| {
+                let entry: serde_json::Value =
+                    serde_json::from_str(line).with_context(|| format!("queue list: {line}"))?;
+                entry["id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .with_context(|| format!("queue list line without an id: {line}"))
+            })
+            .collect()
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
@@ -376,10 +484,14 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // A graceful stop, as in production; SIGKILL only if it hangs.
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

@@ -137,6 +137,10 @@ impl TestGateway {
         config.auth.credentials_file = Some(creds);
         config.auth.reload_interval = Duration::from_millis(500);
         config.spool.directory = dir.path().join("spool");
+        // Tests run side by side: each gateway gets its own loopback metrics port.
+        config.metrics.address = Some(([127, 0, 0, 1], free_port()).into());
+        // Test machines' disks may be fuller than a production spool volume.
+        config.spool.min_free_bytes = 1024 * 1024;
         config.log.level = "debug".into();
         // Tests that are not about delivery keep mail queued; delivery tests set
         // mx or smarthost mode and point DNS at their own server.

@@ -11,7 +11,8 @@
 //! Every accepted message can be kept with its Message-ID and the server's final reply
 //! (`250 2.0.0 Ok: queued as <ID>`): a ledger that crash tests compare with what survived.
 //! A message whose data was sent but whose reply never came is counted "in doubt": the
-//! server may or may not have it.
+//! server may or may not have it. With [`LoadSpec::reconnect`] sessions survive a server
+//! restart, and [`run_until`] lets the test say when the load ends.
 //!
 //! The TLS client accepts any server certificate ([`insecure_client_config`]): it only
 //! ever talks to servers the test itself started.
@@ -31,7 +32,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, watch};
 use tokio_rustls::TlsConnector;
 
 /// How a session protects its connection.
@@ -73,7 +74,8 @@ pub struct LoadSpec {
     /// checked.
     pub server_name: String,
     pub ehlo_name: String,
-    /// Keep every accepted message's Message-ID and final reply in the report.
+    /// Keep every accepted message's Message-ID and final reply in the report (and the
+    /// Message-IDs of those in doubt).
     pub keep_accepted: bool,
     /// After a connection fails, connect again and go on (until the stop condition),
     /// instead of ending the session: what a crash test wants while the server restarts.
@@ -147,6 +149,8 @@ pub struct LoadReport {
     pub latency_max: Duration,
     /// Every accepted message, when [`LoadSpec::keep_accepted`] is set.
     pub accepted_messages: Vec<Accepted>,
+    /// Message-IDs of the messages in doubt, when [`LoadSpec::keep_accepted`] is set.
+    pub in_doubt_messages: Vec<String>,
 }
 
 impl LoadReport {
@@ -191,6 +195,13 @@ const MAX_FAILURE_SAMPLES: usize = 5;
 /// cannot happen (bad spec, TLS setup); server refusals and broken connections are in
 /// the report.
 pub async fn run(spec: &LoadSpec) -> Result<LoadReport> {
+    let (_never, stop) = watch::channel(false);
+    run_until(spec, stop).await
+}
+
+/// [`run`], ending early (as if the time were up) once `stop` holds true: for tests that
+/// decide when they have seen enough, e.g. some traffic after restarting the server.
+pub async fn run_until(spec: &LoadSpec, stop: watch::Receiver<bool>) -> Result<LoadReport> {
     if spec.sessions == 0 {
         bail!("a load needs at least one session");
     }
@@ -202,6 +213,7 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadReport> {
         barrier: Barrier::new(spec.sessions + 1),
         run_id: format!("{:016x}", RandomState::new().build_hasher().finish()),
         filler: filler(spec.message_size),
+        stop,
     });
     let started = Instant::now();
     let tasks = (0..spec.sessions)
@@ -229,6 +241,7 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadReport> {
         report.in_doubt += r.in_doubt;
         report.failure_samples.extend(r.failure_samples);
         report.accepted_messages.extend(r.accepted_messages);
+        report.in_doubt_messages.extend(r.in_doubt_messages);
         latencies.extend(r.latencies);
     }
     report.failure_samples.truncate(MAX_FAILURE_SAMPLES);
@@ -318,6 +331,7 @@ struct Shared {
     run_id: String,
     /// Body lines making up the bulk of each message; the same for all.
     filler: Vec<u8>,
+    stop: watch::Receiver<bool>,
 }
 
 #[derive(Default)]
@@ -328,6 +342,7 @@ struct SessionResult {
     failure_samples: Vec<String>,
     latencies: Vec<Duration>,
     accepted_messages: Vec<Accepted>,
+    in_doubt_messages: Vec<String>,
 }
 
 impl SessionResult {
@@ -384,9 +399,12 @@ async fn session(shared: Arc<Shared>, index: usize) -> SessionResult {
     // With reconnect, how long connecting has kept failing: a server that stays down ends
     // the session after `timeout` rather than never.
     let mut failing_since: Option<Instant> = None;
-    let more = |attempts: usize| match spec.stop {
-        Stop::MessagesPerSession(n) => attempts < n,
-        Stop::Duration(_) => deadline.is_some_and(|d| Instant::now() < d),
+    let more = |attempts: usize| {
+        !*shared.stop.borrow()
+            && match spec.stop {
+                Stop::MessagesPerSession(n) => attempts < n,
+                Stop::Duration(_) => deadline.is_some_and(|d| Instant::now() < d),
+            }
     };
     loop {
         match conn {
@@ -429,6 +447,9 @@ async fn session(shared: Arc<Shared>, index: usize) -> SessionResult {
                         Err(b) => {
                             if b.in_doubt {
                                 result.in_doubt += 1;
+                                if spec.keep_accepted {
+                                    result.in_doubt_messages.push(message_id);
+                                }
                             }
                             broken = Some(b.error);
                             break;
@@ -656,7 +677,6 @@ async fn read_reply(conn: &mut Conn) -> Result<Reply> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::postfix::{
@@ -770,6 +790,38 @@ mod tests {
         spec.stop = Stop::Duration(Duration::from_millis(500));
         let report = run(&spec).await.unwrap();
         assert!(report.accepted > 0 && report.failed == 0, "{report}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_reconnect_when_the_server_restarts() {
+        let (_dir, opts, postfix) = tokio::task::spawn_blocking(postfix_peer).await.unwrap();
+        let mut spec = LoadSpec::new(postfix.listen_addr(), &opts.login(), &opts.password);
+        spec.sessions = 2;
+        // Only a bound: the test stops the load once the restarted server had a second.
+        spec.stop = Stop::Duration(Duration::from_secs(120));
+        spec.reconnect = true;
+        spec.keep_accepted = true;
+        let (stop, stopped) = watch::channel(false);
+        let load = tokio::spawn(async move { run_until(&spec, stopped).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second = tokio::task::spawn_blocking(move || {
+            drop(postfix);
+            PostfixInstance::submission(&opts).unwrap()
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.send(true).unwrap();
+        let report = load.await.unwrap().unwrap();
+        assert!(report.failed > 0, "the restart went unnoticed: {report}");
+        let queued = second.queued_ids().unwrap();
+        let after_restart = report
+            .accepted_messages
+            .iter()
+            .filter(|m| queued.contains(&m.queue_id().unwrap().to_owned()))
+            .count() as u64;
+        assert!(after_restart > 0, "{report}");
+        assert!(after_restart < report.accepted, "{report}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,8 @@ pub struct GatewayConfig {
     pub timeouts: TimeoutsConfig,
     /// How accepted mail reaches its recipients.
     pub delivery: DeliveryConfig,
+    /// Prometheus metrics and health endpoints.
+    pub metrics: MetricsConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -71,7 +73,29 @@ impl Default for GatewayConfig {
             limits: LimitsConfig::default(),
             timeouts: TimeoutsConfig::default(),
             delivery: DeliveryConfig::default(),
+            metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+/// The HTTP endpoint for Prometheus and probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener serving /metrics, /healthz and /readyz; none
+    /// turns it off.
+    pub address: Option<SocketAddr>,
+    /// Recipient domains that get their own `destination` label on delivery metrics;
+    /// every other domain is counted as "other", so label cardinality stays bounded.
+    pub destination_domains: Vec<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            address: Some(([0, 0, 0, 0], 9098).into()),
+            destination_domains: Vec::new(),
         }
     }
 }
@@ -394,12 +418,16 @@ impl Default for TlsConfig {
 pub struct SpoolConfig {
     /// Directory holding queued messages; created when missing.
     pub directory: PathBuf,
+    /// Below this much free space new mail is refused with 452 4.3.1 and the gateway
+    /// reports itself not ready, so queued mail always has room to be delivered.
+    pub min_free_bytes: u64,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             directory: PathBuf::from("/var/spool/postern"),
+            min_free_bytes: 100 * 1024 * 1024,
         }
     }
 }

@@ -8,7 +8,9 @@
 //! `reload` (file watching). This crate never links Kubernetes code.
 
 pub mod auth;
+pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod outbound;
 pub mod queue;
 pub mod received;
@@ -40,6 +42,8 @@ pub enum StartError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Queue(#[from] crate::queue::QueueError),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {address} ({kind}): {source}")]
     Bind {
         address: std::net::SocketAddr,
@@ -59,6 +63,10 @@ pub struct Gateway {
     pub spool: Spool,
     /// Where accepted messages go for delivery; None only in unit tests of sessions.
     pub queue: Option<crate::queue::QueueHandle>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// What readiness depends on.
+    pub health: Arc<crate::http::Health>,
     /// Turns true when the gateway begins to shut down.
     pub shutdown: watch::Receiver<bool>,
     sessions: Arc<Semaphore>,
@@ -74,10 +82,13 @@ impl Gateway {
         credentials: Option<Arc<CredentialStore>>,
         spool: Spool,
         queue: Option<crate::queue::QueueHandle>,
+        metrics: Arc<crate::metrics::Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             queue,
+            metrics,
+            health: Arc::new(crate::http::Health::default()),
             failures: FailureTracker::new(&config.auth),
             sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
             per_ip: Mutex::new(HashMap::new()),
@@ -129,9 +140,31 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
             None
         }
     };
-    let (spool, recovered) = Spool::open(&config.spool.directory)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        &config.metrics.destination_domains,
+    )?);
+    let (spool, recovered) = Spool::open(&config.spool.directory, metrics.clone())?;
     let recovered_count = recovered.len();
-    let queue = crate::queue::start(Arc::new(config.clone()), spool.clone(), recovered)?;
+    let queue = crate::queue::start(
+        Arc::new(config.clone()),
+        spool.clone(),
+        recovered,
+        metrics.clone(),
+    )?;
+    let http = match config.metrics.address {
+        Some(addr) => {
+            let l = crate::http::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: addr,
+                    kind: "metrics",
+                    source,
+                })?;
+            tracing::info!(address = %addr, "metrics and health on HTTP");
+            Some(l)
+        }
+        None => None,
+    };
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let sock = TcpListener::bind(l.address)
@@ -151,8 +184,17 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
         credentials,
         spool,
         Some(queue),
+        metrics,
         shutdown_rx,
     ));
+    gateway
+        .health
+        .listeners_bound
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(l) = http {
+        tokio::spawn(crate::http::serve(l, gateway.clone()));
+    }
+    crate::http::spawn_spool_monitor(gateway.clone());
     Ok(Started {
         gateway,
         listeners,

@@ -64,20 +64,35 @@ fn admit(gw: &Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind
         let text = format!(
             "421 4.7.0 {host} Error: too many authentication failures; try again later\r\n"
         );
-        return refuse(tcp, ip, kind, "blocked", text);
+        return refuse(gw, tcp, ip, kind, "blocked", text);
     }
     let Ok(permit) = gw.sessions.clone().try_acquire_owned() else {
         let text = format!("421 4.7.0 {host} Error: too many connections; try again later\r\n");
-        return refuse(tcp, ip, kind, "too many sessions", text);
+        return refuse(gw, tcp, ip, kind, "too_many_sessions", text);
     };
     let Some(ip_guard) = IpGuard::enter(gw.clone(), ip) else {
         let text = format!("421 4.7.0 {host} Error: too many connections from your address\r\n");
-        return refuse(tcp, ip, kind, "too many sessions from client", text);
+        return refuse(gw, tcp, ip, kind, "too_many_sessions_from_client", text);
     };
+    gw.metrics
+        .connections
+        .with_label_values(&[kind.as_str(), "accepted", "none"])
+        .inc();
     tokio::spawn(connection(gw.clone(), tcp, ip, kind, permit, ip_guard));
 }
 
-fn refuse(mut tcp: TcpStream, ip: IpAddr, kind: ListenerKind, why: &'static str, text: String) {
+fn refuse(
+    gw: &Gateway,
+    mut tcp: TcpStream,
+    ip: IpAddr,
+    kind: ListenerKind,
+    why: &'static str,
+    text: String,
+) {
+    gw.metrics
+        .connections
+        .with_label_values(&[kind.as_str(), "refused", why])
+        .inc();
     tracing::info!(client = %ip, listener = kind.as_str(), reason = why, "connection refused");
     tokio::spawn(async move {
         // On 465 the client expects a TLS handshake; plain text would only confuse it.
@@ -131,8 +146,15 @@ async fn connection(
     _ip_guard: IpGuard,
 ) {
     let started = Instant::now();
+    let active = gw
+        .metrics
+        .sessions_active
+        .with_label_values(&[kind.as_str()]);
+    active.inc();
+    // Decremented however this task ends.
+    let _active = scopeguard(move || active.dec());
     let (end, summary, tls) = match kind {
-        ListenerKind::Submissions => match handshake(&gw, tcp, ip).await {
+        ListenerKind::Submissions => match handshake(&gw, tcp, ip, kind).await {
             Some((stream, info)) => {
                 let (end, summary) = Session::new(stream, gw.clone(), ip, kind, Some(info.clone()))
                     .run(true)
@@ -146,7 +168,7 @@ async fn connection(
                 .run(true)
                 .await;
             match end {
-                End::Upgrade(tcp) => match handshake(&gw, tcp, ip).await {
+                End::Upgrade(tcp) => match handshake(&gw, tcp, ip, kind).await {
                     Some((stream, info)) => {
                         let (end, mut after) =
                             Session::new(stream, gw.clone(), ip, kind, Some(info.clone()))
@@ -194,7 +216,12 @@ fn log_session(
 }
 
 /// The server side of a TLS handshake, bounded by the handshake timeout.
-async fn handshake<S>(gw: &Gateway, io: S, ip: IpAddr) -> Option<(TlsStream<S>, TlsInfo)>
+async fn handshake<S>(
+    gw: &Gateway,
+    io: S,
+    ip: IpAddr,
+    kind: ListenerKind,
+) -> Option<(TlsStream<S>, TlsInfo)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -213,15 +240,40 @@ where
                 .negotiated_cipher_suite()
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default();
+            gw.metrics
+                .tls_handshakes
+                .with_label_values(&[kind.as_str(), "ok", &version])
+                .inc();
             Some((stream, TlsInfo { version, cipher }))
         }
         Ok(Err(e)) => {
+            gw.metrics
+                .tls_handshakes
+                .with_label_values(&[kind.as_str(), "failed", "none"])
+                .inc();
             tracing::info!(client = %ip, error = %e, "TLS handshake failed");
             None
         }
         Err(_) => {
+            gw.metrics
+                .tls_handshakes
+                .with_label_values(&[kind.as_str(), "timeout", "none"])
+                .inc();
             tracing::info!(client = %ip, "TLS handshake timed out");
             None
         }
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

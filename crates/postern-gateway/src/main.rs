@@ -285,6 +285,7 @@ fn demo_setup(dir: &Path) -> Result<GatewayConfig> {
     cfg.tls.private_key = dir.join("tls.key");
     cfg.tls.self_signed_if_missing = true;
     cfg.spool.directory = dir.join("spool");
+    cfg.metrics.address = Some(([127, 0, 0, 1], 9098).into());
     cfg.auth.credentials_file = Some(creds);
     // A demo must not send mail into the world by accident: mail stays queued.
     cfg.delivery.mode = postern_config::DeliveryMode::Hold;
@@ -296,6 +297,7 @@ fn demo_setup(dir: &Path) -> Result<GatewayConfig> {
     println!("  password:      {password}");
     println!("  may send as:   any address @example.com");
     println!("  submission:    127.0.0.1:2587 (STARTTLS), 127.0.0.1:2465 (implicit TLS)");
+    println!("  metrics:       http://127.0.0.1:9098/metrics  (/healthz, /readyz)");
     println!("  try:           swaks --server 127.0.0.1:2587 --tls --auth PLAIN \\");
     println!("                   --auth-user demo --auth-password '{password}' \\");
     println!("                   --from app@example.com --to someone@example.net");

@@ -111,7 +111,10 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating when missing) the spool at `dir`, removes damaged or partial
     /// files, starts the committer and returns every complete message.
-    pub fn open(dir: &Path) -> Result<(Spool, Vec<SpooledMessage>), SpoolError> {
+    pub fn open(
+        dir: &Path,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<(Spool, Vec<SpooledMessage>), SpoolError> {
         let messages = dir.join("messages");
         fs::create_dir_all(&messages).map_err(io_err(&messages))?;
         let recovered = scan(&messages, true)?;
@@ -119,7 +122,7 @@ impl Spool {
         let sync_dir = File::open(&messages).map_err(io_err(&messages))?;
         std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || committer(rx, sync_dir))
+            .spawn(move || committer(rx, sync_dir, metrics))
             .map_err(io_err(&messages))?;
         let spool = Spool {
             inner: Arc::new(Inner {
@@ -322,7 +325,11 @@ fn footer(body_len: u64, env_len: u32, crc: u32) -> Vec<u8> {
 }
 
 /// The committer thread: one `syncfs` per batch of waiting commits.
-fn committer(rx: std_mpsc::Receiver<CommitJob>, sync_dir: File) {
+fn committer(
+    rx: std_mpsc::Receiver<CommitJob>,
+    sync_dir: File,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -357,7 +364,13 @@ fn committer(rx: std_mpsc::Receiver<CommitJob>, sync_dir: File) {
         if written.is_empty() {
             continue;
         }
-        match rustix::fs::syncfs(&sync_dir) {
+        let started = std::time::Instant::now();
+        let synced = rustix::fs::syncfs(&sync_dir);
+        metrics
+            .spool_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.spool_commit_batch.observe(written.len() as f64);
+        match synced {
             Ok(()) => {
                 for (_, done) in written {
                     let _ = done.send(Ok(()));
@@ -504,6 +517,10 @@ impl IdGenerator {
 mod tests {
     use super::*;
 
+    fn test_metrics() -> Arc<crate::metrics::Metrics> {
+        Arc::new(crate::metrics::Metrics::new(&[]).unwrap())
+    }
+
     fn envelope(id: &str) -> Envelope {
         Envelope {
             id: id.to_owned(),
@@ -522,7 +539,7 @@ mod tests {
     #[tokio::test]
     async fn commit_then_recover() {
         let dir = tempfile::tempdir().unwrap();
-        let (spool, found) = Spool::open(dir.path()).unwrap();
+        let (spool, found) = Spool::open(dir.path(), test_metrics()).unwrap();
         assert!(found.is_empty());
         let mut w = spool.create();
         let id = w.id().to_owned();
@@ -533,7 +550,7 @@ mod tests {
         let mut out = Vec::new();
         copy_body(dir.path(), &id, &mut out).unwrap();
         assert_eq!(out, body);
-        let (_, found) = Spool::open(dir.path()).unwrap();
+        let (_, found) = Spool::open(dir.path(), test_metrics()).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].envelope.id, id);
         assert_eq!(found[0].size, body.len() as u64);
@@ -542,7 +559,7 @@ mod tests {
     #[tokio::test]
     async fn partial_and_damaged_files_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let (spool, _) = Spool::open(dir.path(), test_metrics()).unwrap();
         let mut w = spool.create();
         let id = w.id().to_owned();
         w.write(b"hello\r\n").await.unwrap();
@@ -557,7 +574,7 @@ mod tests {
         flipped[0] ^= 1;
         fs::write(spool.messages_dir().join("FLIP"), &flipped).unwrap();
         assert_eq!(list(dir.path()).unwrap().len(), 1);
-        let (_, found) = Spool::open(dir.path()).unwrap();
+        let (_, found) = Spool::open(dir.path(), test_metrics()).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(fs::read_dir(spool.messages_dir()).unwrap().count(), 1);
     }
@@ -565,7 +582,7 @@ mod tests {
     #[tokio::test]
     async fn aborted_and_dropped_writers_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (spool, _) = Spool::open(dir.path()).unwrap();
+        let (spool, _) = Spool::open(dir.path(), test_metrics()).unwrap();
         let mut w = spool.create();
         w.write(&vec![b'y'; WRITE_CHUNK + 1]).await.unwrap();
         w.abort().await;

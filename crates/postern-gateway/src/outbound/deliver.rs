@@ -107,6 +107,7 @@ pub struct Deliverer {
     pub max_rcpts: usize,
     /// Where message files are (for the content).
     pub messages_dir: PathBuf,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A connected, greeted (and possibly encrypted and authenticated) session.
@@ -123,6 +124,7 @@ impl Deliverer {
         verified: Arc<ClientConfig>,
         unverified: Arc<ClientConfig>,
         messages_dir: PathBuf,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let t = &cfg.timeouts;
         Self {
@@ -139,6 +141,7 @@ impl Deliverer {
             unverified,
             max_rcpts: cfg.limits.max_recipients_per_transaction,
             messages_dir,
+            metrics,
         }
     }
 
@@ -199,6 +202,29 @@ impl Deliverer {
     /// Connects to one address and prepares a session per the route's TLS and AUTH.
     /// Errors carry an enhanced status and a reason.
     async fn open(
+        &self,
+        hop: &Hop,
+        addr: SocketAddr,
+        route: &Route,
+    ) -> Result<Session, (String, String)> {
+        let result = self.open_per_policy(hop, addr, route).await;
+        let (outcome, tls) = match &result {
+            Ok(s) => ("ok", s.tls),
+            Err(_) => ("failed", TlsUsed::None),
+        };
+        let tls = match tls {
+            TlsUsed::None => "none",
+            TlsUsed::Unverified => "opportunistic",
+            TlsUsed::Verified => "verified",
+        };
+        self.metrics
+            .outbound_connections
+            .with_label_values(&[outcome, tls])
+            .inc();
+        result
+    }
+
+    async fn open_per_policy(
         &self,
         hop: &Hop,
         addr: SocketAddr,

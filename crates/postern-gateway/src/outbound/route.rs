@@ -46,6 +46,7 @@ pub struct ResolverError(String);
 pub struct Resolver {
     inner: TokioResolver,
     port: u16,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 enum HostAddrs {
@@ -56,7 +57,11 @@ enum HostAddrs {
 
 impl Resolver {
     /// A resolver per `cfg`; `port` is the SMTP port of every resolved host.
-    pub fn new(cfg: &DnsConfig, port: u16) -> Result<Self, ResolverError> {
+    pub fn new(
+        cfg: &DnsConfig,
+        port: u16,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, ResolverError> {
         let (config, mut opts) = if cfg.nameservers.is_empty() {
             hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| ResolverError(e.to_string()))?
@@ -89,7 +94,11 @@ impl Resolver {
             .with_options(opts)
             .build()
             .map_err(|e| ResolverError(e.to_string()))?;
-        Ok(Self { inner, port })
+        Ok(Self {
+            inner,
+            port,
+            metrics,
+        })
     }
 
     /// Resolves a recipient domain to the hosts to try.
@@ -105,7 +114,9 @@ impl Resolver {
             };
         }
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
-        let mut mxs: Vec<(u16, String)> = match self.inner.mx_lookup(fqdn.as_str()).await {
+        let lookup = self.inner.mx_lookup(fqdn.as_str()).await;
+        self.count("MX", &lookup);
+        let mut mxs: Vec<(u16, String)> = match lookup {
             Ok(lookup) => lookup
                 .answers()
                 .iter()
@@ -193,6 +204,8 @@ impl Resolver {
     /// AAAA then A records of `name` (an FQDN).
     async fn addresses(&self, name: &str) -> HostAddrs {
         let (v6, v4) = tokio::join!(self.inner.ipv6_lookup(name), self.inner.ipv4_lookup(name));
+        self.count("AAAA", &v6);
+        self.count("A", &v4);
         let mut addrs = Vec::new();
         let mut temp = None;
         for result in [v6, v4] {
@@ -216,6 +229,21 @@ impl Resolver {
             (true, Some(why)) => HostAddrs::Temp(why),
             (true, None) => HostAddrs::Missing,
         }
+    }
+}
+
+impl Resolver {
+    fn count<T>(&self, rtype: &str, r: &Result<T, NetError>) {
+        let result = match r {
+            Ok(_) => "ok",
+            Err(e) if e.is_nx_domain() => "nxdomain",
+            Err(e) if e.is_no_records_found() => "nodata",
+            Err(_) => "error",
+        };
+        self.metrics
+            .dns_lookups
+            .with_label_values(&[rtype, result])
+            .inc();
     }
 }
 

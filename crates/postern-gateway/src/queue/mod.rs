@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use postern_config::{DeliveryMode, GatewayConfig, SmarthostTls, TlsPolicy};
 use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
 use crate::outbound::deliver::{Deliverer, Job, Outcome, RcptResult, Route, TlsMode};
 use crate::outbound::route::{Resolution, Resolver};
 use crate::spool::{Envelope, Spool, SpooledMessage};
@@ -180,6 +181,7 @@ struct Scheduler {
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     active: HashMap<String, usize>,
     total_active: usize,
+    metrics: Arc<Metrics>,
 }
 
 fn now_unix() -> u64 {
@@ -211,6 +213,7 @@ pub fn start(
     config: Arc<GatewayConfig>,
     spool: Spool,
     recovered: Vec<SpooledMessage>,
+    metrics: Arc<Metrics>,
 ) -> Result<QueueHandle, QueueError> {
     let state_dir = spool.root().join("state");
     std::fs::create_dir_all(&state_dir).map_err(|source| QueueError::StateDir {
@@ -237,6 +240,7 @@ pub fn start(
                 crate::outbound::tls::client_config(true, ca)?,
                 crate::outbound::tls::client_config(false, None)?,
                 spool.messages_dir().to_owned(),
+                metrics.clone(),
             );
             let port = match (&d.smarthost, mode) {
                 (Some(sh), DeliveryMode::Smarthost) => sh.port,
@@ -254,7 +258,7 @@ pub fn start(
             };
             Some(Arc::new(Outbound {
                 mode,
-                resolver: Resolver::new(&d.dns, port)?,
+                resolver: Resolver::new(&d.dns, port, metrics.clone())?,
                 deliverer,
                 config: config.clone(),
                 smarthost_auth,
@@ -273,6 +277,7 @@ pub fn start(
         timers: BinaryHeap::new(),
         active: HashMap::new(),
         total_active: 0,
+        metrics,
     };
     scheduler.remove_orphan_states(&recovered);
     for msg in recovered {
@@ -304,6 +309,7 @@ impl Scheduler {
         // Messages recovered from the spool are ready before any event arrives.
         self.release_due();
         self.dispatch();
+        let mut gauges = tokio::time::interval(Duration::from_secs(5));
         loop {
             let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
             let sleep = async {
@@ -318,6 +324,10 @@ impl Scheduler {
                     None => return,
                 },
                 _ = sleep => None,
+                _ = gauges.tick() => {
+                    self.update_gauges();
+                    None
+                }
             };
             match event {
                 Some(Event::Add(msg)) => self.add(msg),
@@ -329,6 +339,39 @@ impl Scheduler {
             self.release_due();
             self.dispatch();
         }
+    }
+
+    /// Queue depth and age for the metrics; a full pass, so only every few seconds.
+    fn update_gauges(&self) {
+        let hold = self.outbound.is_none();
+        let now = now_unix();
+        let (mut msgs, mut rcpts) = ([0i64; 3], [0i64; 3]);
+        let mut oldest = now;
+        for e in self.entries.values() {
+            let state = if hold {
+                2
+            } else if e.outstanding > 0 || e.state.next_attempt <= now {
+                0
+            } else {
+                1
+            };
+            msgs[state] += 1;
+            rcpts[state] += e.state.pending().count() as i64;
+            oldest = oldest.min(e.msg.envelope.received_at);
+        }
+        for (i, name) in ["ready", "deferred", "held"].into_iter().enumerate() {
+            self.metrics
+                .queue_messages
+                .with_label_values(&[name])
+                .set(msgs[i]);
+            self.metrics
+                .queue_recipients
+                .with_label_values(&[name])
+                .set(rcpts[i]);
+        }
+        self.metrics
+            .queue_oldest_age
+            .set(i64::try_from(now - oldest).unwrap_or(0));
     }
 
     fn remove_orphan_states(&self, recovered: &[SpooledMessage]) {
@@ -524,6 +567,22 @@ impl Scheduler {
                 };
                 rs.last_result = Some(r.detail.clone());
                 rs.remote = r.remote.clone();
+                let label = self.metrics.destination(dest);
+                let (result, class) = match r.outcome {
+                    Outcome::Delivered => ("delivered", "2"),
+                    Outcome::Deferred => ("deferred", "4"),
+                    Outcome::Bounced => ("bounced", "5"),
+                };
+                self.metrics
+                    .delivery_attempts
+                    .with_label_values(&[result, class, label])
+                    .inc();
+                if r.outcome == Outcome::Delivered {
+                    self.metrics
+                        .delivery_latency
+                        .with_label_values(&[label])
+                        .observe(delay as f64);
+                }
                 let status = match r.outcome {
                     Outcome::Delivered => {
                         rs.status = RcptStatus::Delivered;
@@ -653,6 +712,7 @@ impl Scheduler {
         };
         match writer.commit(&dsn_env).await {
             Ok(msg) => {
+                self.metrics.dsns.inc();
                 tracing::info!(id = %env.id, dsn_id = %unique, to = %format!("<{}>", env.sender), "sender non-delivery notification");
                 self.add(msg);
             }

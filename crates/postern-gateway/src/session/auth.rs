@@ -102,7 +102,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             None => None,
         };
+        let mech_label = match mechanism.as_str() {
+            "PLAIN" => "PLAIN",
+            "LOGIN" => "LOGIN",
+            _ => "other",
+        };
         if let Some(user) = user {
+            self.gw
+                .metrics
+                .auth_attempts
+                .with_label_values(&[mech_label, "success"])
+                .inc();
             tracing::info!(client = %self.peer, user = %user.name, mechanism, "authenticated");
             self.user = Some(user);
             return self.ok(Reply::new(
@@ -112,7 +122,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             ));
         }
         tracing::info!(client = %self.peer, mechanism, "authentication failed");
-        match self.gw.failures.record_failure(self.peer) {
+        let verdict = self.gw.failures.record_failure(self.peer);
+        let result = if verdict == Verdict::Block {
+            "blocked"
+        } else {
+            "failure"
+        };
+        self.gw
+            .metrics
+            .auth_attempts
+            .with_label_values(&[mech_label, result])
+            .inc();
+        match verdict {
             Verdict::Allow => {}
             Verdict::Delay(d) => tokio::time::sleep(d).await,
             Verdict::Block => {

@@ -143,6 +143,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             None
         };
         if let Some(r) = refusal {
+            let reason = if c.oversize {
+                "size"
+            } else {
+                match c.checker.fault() {
+                    Some(ContentFault::LineTooLong) => "line_length",
+                    Some(ContentFault::BareLf | ContentFault::BareCr) => "bare_line_ending",
+                    Some(ContentFault::Nul) => "nul",
+                    None => "spool",
+                }
+            };
+            self.gw
+                .metrics
+                .messages_refused
+                .with_label_values(&[reason])
+                .inc();
             tracing::info!(client = %self.peer, reply = %r, "message refused");
             c.writer.abort().await;
             return r;
@@ -170,6 +185,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match c.writer.commit(&envelope).await {
             Ok(msg) => {
                 self.accepted += 1;
+                let listener = [self.kind.as_str()];
+                self.gw
+                    .metrics
+                    .messages_received
+                    .with_label_values(&listener)
+                    .inc();
+                self.gw
+                    .metrics
+                    .received_bytes
+                    .with_label_values(&listener)
+                    .inc_by(msg.size);
                 tracing::info!(
                     id = %envelope.id,
                     from = %format!("<{}>", envelope.sender),
@@ -189,6 +215,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 )
             }
             Err(e) => {
+                self.gw
+                    .metrics
+                    .messages_refused
+                    .with_label_values(&["spool"])
+                    .inc();
                 tracing::error!(error = %e, "spool commit failed");
                 Reply::new(451, EnhancedCode(4, 3, 0), "Error: queue file write error")
             }

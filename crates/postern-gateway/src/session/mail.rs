@@ -42,6 +42,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "Authentication required",
             ));
         }
+        if self
+            .gw
+            .health
+            .low_space
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return self.refuse(Reply::new(
+                452,
+                EnhancedCode(4, 3, 1),
+                "Insufficient system storage; try again later",
+            ));
+        }
         let max = self.gw.config.limits.max_message_size;
         if params.size.is_some_and(|s| s > max) {
             return self.refuse(Reply::new(

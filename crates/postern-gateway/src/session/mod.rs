@@ -353,6 +353,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Queues a refusal and counts it; too many refusals end the session, like
     /// Postfix's hard error limit, so a client cannot probe forever.
     fn refuse(&mut self, r: Reply) -> Flow {
+        self.gw
+            .metrics
+            .commands_refused
+            .with_label_values(&[r.code.to_string().as_str()])
+            .inc();
         self.wire.reply(&r);
         self.errors += 1;
         if self.errors >= self.gw.config.limits.max_errors {

@@ -31,9 +31,18 @@ fn fixture(tweak: impl FnOnce(&mut GatewayConfig)) -> Fixture {
     let hash = hash_password("secret", false).unwrap();
     std::fs::write(&creds, format!("alice:{hash}:@example.com\n")).unwrap();
     let store = Arc::new(CredentialStore::load(&creds).unwrap());
-    let (spool, _) = Spool::open(&cfg.spool.directory).unwrap();
+    let metrics = Arc::new(crate::metrics::Metrics::new(&[]).unwrap());
+    let (spool, _) = Spool::open(&cfg.spool.directory, metrics.clone()).unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let gw = Arc::new(Gateway::new(cfg, None, Some(store), spool, None, rx));
+    let gw = Arc::new(Gateway::new(
+        cfg,
+        None,
+        Some(store),
+        spool,
+        None,
+        metrics,
+        rx,
+    ));
     Fixture {
         gw,
         dir,
