@@ -485,6 +485,31 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any line is either a command or a precise refusal, never a panic; and a
+        /// refusal is always a 5xx with an enhanced code.
+        #[test]
+        fn never_panics(line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            if let Err(e) = Command::parse(&line) {
+                let r = e.reply();
+                proptest::prop_assert!(r.is_permanent() && r.enhanced.is_some());
+            }
+        }
+
+        /// Verbs are case-insensitive and arguments survive parsing.
+        #[test]
+        fn mail_round_trip(local in "[a-z0-9]{1,20}", domain in "[a-z]{1,10}\\.[a-z]{2,5}", upper: bool) {
+            let verb = if upper { "MAIL FROM:" } else { "mail from:" };
+            let line = format!("{verb}<{local}@{domain}> SIZE=42");
+            let parsed = Command::parse(line.as_bytes());
+            let Ok(Command::Mail { from, params }) = parsed else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{line}: {parsed:?}")));
+            };
+            proptest::prop_assert_eq!(from.to_string(), format!("{local}@{domain}"));
+            proptest::prop_assert_eq!(params.size, Some(42));
+        }
+    }
+
     #[test]
     fn huge_size_saturates() {
         let Ok(Command::Mail { params, .. }) =
