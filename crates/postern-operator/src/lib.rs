@@ -1,0 +1,17 @@
+//! The Postern operator: turns each `MailRelay` into a running gateway (ConfigMap,
+//! Secrets, TLS, StatefulSet or Deployment, Services, PodDisruptionBudget,
+//! ServiceMonitor) and reports honest status.
+//!
+//! Layout: `config` (the gateway's config rendered from postern-config types),
+//! `credentials` (hashes, stable across reconciles), `certs` (self-signed CA and
+//! leaf), `names` (children's names and labels), `resources/` (one pure builder per
+//! child kind). Builders never talk to the API server.
+
+pub mod certs;
+pub mod config;
+pub mod credentials;
+pub mod names;
+pub mod resources;
+
+/// The server-side apply field manager.
+pub const FIELD_MANAGER: &str = "postern-operator";
