@@ -9,8 +9,11 @@
 
 pub mod certs;
 pub mod config;
+pub mod controller;
 pub mod credentials;
+pub mod metrics;
 pub mod names;
+pub mod reconcile;
 pub mod resources;
 
 /// The server-side apply field manager.

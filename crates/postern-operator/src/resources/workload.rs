@@ -40,6 +40,8 @@ pub struct WorkloadInputs<'a> {
     pub config_hash: &'a str,
     /// Mount the smarthost credentials Secret.
     pub smarthost_secret: bool,
+    /// The Secret holding tls.crt and tls.key.
+    pub tls_secret: &'a str,
 }
 
 /// The children a workload is: a StatefulSet or a Deployment.
@@ -161,7 +163,7 @@ fn pod_template(relay: &MailRelay, inputs: &WorkloadInputs<'_>, n: &Names) -> Po
             }),
             ..Default::default()
         },
-        secret_volume("tls", n.tls()),
+        secret_volume("tls", inputs.tls_secret.to_owned()),
         secret_volume("credentials", n.credentials()),
     ];
     let mut mounts = vec![
@@ -275,6 +277,7 @@ mod tests {
             image: "postern:1",
             config_hash: "abc",
             smarthost_secret: false,
+            tls_secret: "mail-tls",
         }
     }
 
