@@ -41,22 +41,15 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use postern_config::{
-    DeliveryMode, GatewayConfig, ListenerConfig, ListenerKind, SmarthostConfig, SmarthostTls,
-};
+use postern_tests::bench::{self, DOMAIN, Gateway, PASSWORD, USER, millis};
 use postern_tests::loadgen::{self, LoadReport, LoadSpec, Stop};
 use postern_tests::postfix::{
     self, CertFiles, Delivery, PostfixInstance, SmtpSink, SubmissionOptions,
 };
-use tempfile::TempDir;
-
-const USER: &str = "bench";
-const DOMAIN: &str = "bench.test";
-const PASSWORD: &str = "bench-password";
 
 fn main() -> ExitCode {
     match run() {
@@ -79,93 +72,29 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Result<Self> {
-        let benchmarking = std::env::args().any(|a| a == "--bench");
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let sessions = match var("POSTERN_BENCH_SESSIONS") {
-            Some(list) => list
-                .split(',')
-                .map(|s| {
-                    s.trim()
-                        .parse::<usize>()
-                        .with_context(|| format!("POSTERN_BENCH_SESSIONS: {s:?}"))
-                })
-                .collect::<Result<Vec<_>>>()?,
-            None if benchmarking => vec![1, 20, 100],
-            None => vec![2],
-        };
-        if sessions.is_empty() || sessions.contains(&0) {
-            bail!("POSTERN_BENCH_SESSIONS needs positive session counts");
-        }
-        let seconds = match var("POSTERN_BENCH_SECONDS") {
-            Some(s) => s
-                .parse::<f64>()
-                .with_context(|| format!("POSTERN_BENCH_SECONDS: {s:?}"))?,
-            None if benchmarking => 10.0,
-            None => 1.0,
-        };
+        let benchmarking = bench::benchmarking();
+        let sessions = bench::session_counts(if benchmarking { &[1, 20, 100] } else { &[2] })?;
+        let seconds = bench::env_parse(
+            "POSTERN_BENCH_SECONDS",
+            if benchmarking { 10.0 } else { 1.0 },
+        )?;
         if !(seconds > 0.0 && seconds < 3600.0) {
             bail!("POSTERN_BENCH_SECONDS must be between 0 and 3600");
         }
-        let message_size = match var("POSTERN_BENCH_MESSAGE_SIZE") {
-            Some(s) => s
-                .parse()
-                .with_context(|| format!("POSTERN_BENCH_MESSAGE_SIZE: {s:?}"))?,
-            None => 4096,
-        };
-        let relay = match var("POSTERN_BENCH_POSTFIX").as_deref() {
+        let message_size = bench::env_parse("POSTERN_BENCH_MESSAGE_SIZE", 4096)?;
+        let relay = match bench::env_var("POSTERN_BENCH_POSTFIX").as_deref() {
             None | Some("hold") => false,
             Some("relay") => true,
             Some(other) => bail!("POSTERN_BENCH_POSTFIX is hold or relay, not {other:?}"),
-        };
-        let gateway = if var("POSTERN_BENCH_POSTFIX_ONLY").as_deref() == Some("1") {
-            None
-        } else {
-            match find_gateway() {
-                Ok(path) => Some(path),
-                Err(e) if benchmarking => return Err(e),
-                Err(e) => {
-                    eprintln!("smoke run without the gateway: {e:#}");
-                    None
-                }
-            }
         };
         Ok(Self {
             sessions,
             duration: Duration::from_secs_f64(seconds),
             message_size,
             relay,
-            gateway,
+            gateway: bench::gateway_for_run()?,
         })
     }
-}
-
-/// The release gateway binary, looked for where `cargo build --release` puts it.
-fn find_gateway() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("POSTERN_GATEWAY_BIN") {
-        let path = PathBuf::from(path);
-        if !path.is_file() {
-            bail!("POSTERN_GATEWAY_BIN={} does not exist", path.display());
-        }
-        return Ok(path);
-    }
-    let mut candidates = Vec::new();
-    // This benchmark runs from target/release/deps.
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
-    {
-        candidates.push(profile_dir.join("postern-gateway"));
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(dir).join("release/postern-gateway"));
-    }
-    candidates
-        .push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/postern-gateway"));
-    candidates.into_iter().find(|p| p.is_file()).with_context(|| {
-        "the postern-gateway binary is not built: run `cargo build --release -p postern-gateway` \
-         (with the same CARGO_TARGET_DIR), or set POSTERN_GATEWAY_BIN, or \
-         POSTERN_BENCH_POSTFIX_ONLY=1 to measure Postfix alone"
-            .to_owned()
-    })
 }
 
 struct Row {
@@ -182,7 +111,7 @@ fn run() -> Result<()> {
     let credentials = match &settings.gateway {
         Some(bin) => {
             println!("gateway: {}", bin.display());
-            Some(write_credentials(bin, work.path())?)
+            Some(bench::write_credentials(bin, work.path())?)
         }
         None => None,
     };
@@ -314,36 +243,6 @@ fn report_relayed(server: &str, report: &LoadReport, sink: &SmtpSink) {
     );
 }
 
-/// The credentials file line for the bench user, hashed by the gateway itself.
-fn write_credentials(bin: &Path, dir: &Path) -> Result<PathBuf> {
-    let mut child = Command::new(bin)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {} hash-password", bin.display()))?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().context("hash-password stdin")?;
-        writeln!(stdin, "{PASSWORD}").context("writing to hash-password")?;
-    }
-    let out = child.wait_with_output().context("running hash-password")?;
-    let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if !out.status.success() || hash.is_empty() {
-        bail!(
-            "{} hash-password failed ({}): {}",
-            bin.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let path = dir.join("credentials");
-    std::fs::write(&path, format!("{USER}:{hash}:@{DOMAIN}\n"))
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
-}
-
 fn measure_postern(
     settings: &Settings,
     runtime: &tokio::runtime::Runtime,
@@ -357,153 +256,28 @@ fn measure_postern(
     } else {
         None
     };
-    let gateway = Gateway::start(bin, cert, credentials, sessions, sink.as_ref())?;
+    let gateway = Gateway::start(
+        bin,
+        cert,
+        credentials,
+        sessions,
+        sink.as_ref().map(SmtpSink::addr),
+    )?;
     let report = runtime
-        .block_on(loadgen::run(&spec(settings, gateway.addr, USER, sessions)))
+        .block_on(loadgen::run(&spec(
+            settings,
+            gateway.addr(),
+            USER,
+            sessions,
+        )))
         .with_context(|| format!("the gateway's log:\n{}", gateway.log()))?;
     match &sink {
         Some(sink) => report_relayed("Postern", &report, sink),
-        None => verify_queued("Postern", &report, gateway.queued_ids(bin)?)?,
+        None => verify_queued("Postern", &report, gateway.queued_ids()?)?,
     }
     drop(gateway);
     drop(sink);
     Ok(report)
-}
-
-/// A gateway process with a fresh spool, stopped with SIGTERM when dropped.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    dir: TempDir,
-}
-
-impl Gateway {
-    /// Starts the gateway; it relays to `sink` when given, else holds everything.
-    fn start(
-        bin: &Path,
-        cert: &CertFiles,
-        credentials: &Path,
-        sessions: usize,
-        sink: Option<&SmtpSink>,
-    ) -> Result<Self> {
-        let dir = postfix::scratch_dir("bench-postern-")?;
-        let addr = postfix::free_local_addr()?;
-        let mut config = GatewayConfig {
-            hostname: "postern.bench.test".to_owned(),
-            listeners: vec![ListenerConfig::new(ListenerKind::Submission, addr)],
-            ..GatewayConfig::default()
-        };
-        config.tls.certificate = cert.certificate.clone();
-        config.tls.private_key = cert.private_key.clone();
-        config.spool.directory = dir.path().join("spool");
-        config.auth.credentials_file = Some(credentials.to_owned());
-        // Loopback only, and a port of its own.
-        config.metrics.address = Some(postfix::free_local_addr()?);
-        // Every session comes from 127.0.0.1; the limits must not be what is measured.
-        config.limits.max_sessions_per_ip = (2 * sessions).max(200);
-        config.limits.max_sessions = config.limits.max_sessions.max(4 * sessions);
-        // Never the default MX mode: it would look the recipient domain up in the DNS of
-        // /etc/resolv.conf, off this machine.
-        match sink {
-            Some(sink) => {
-                config.delivery.mode = DeliveryMode::Smarthost;
-                config.delivery.smarthost = Some(SmarthostConfig {
-                    host: sink.addr().ip().to_string(),
-                    port: sink.addr().port(),
-                    tls: SmarthostTls::None,
-                    credentials_file: None,
-                    verify_certificate: false,
-                    ca_file: None,
-                });
-            }
-            None => config.delivery.mode = DeliveryMode::Hold,
-        }
-        let config_path = dir.path().join("gateway.toml");
-        std::fs::write(&config_path, config.to_toml()?)
-            .with_context(|| format!("writing {}", config_path.display()))?;
-        let log = std::fs::File::create(dir.path().join("gateway.log"))?;
-        let child = Command::new(bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut gateway = Self { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = gateway.child.try_wait()? {
-                bail!(
-                    "the gateway exited with {status} before listening:\n{}",
-                    gateway.log()
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "the gateway does not listen on {addr} after 30 s:\n{}",
-                    gateway.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(gateway)
-    }
-
-    /// Queue ids, from `postern-gateway queue list`.
-    fn queued_ids(&self, bin: &Path) -> Result<Vec<String>> {
-        let out = Command::new(bin)
-            .args(["queue", "list", "--config"])
-            .arg(self.dir.path().join("gateway.toml"))
-            .output()
-            .context("running postern-gateway queue list")?;
-        if !out.status.success() {
-            bail!(
-                "postern-gateway queue list failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|line| {
-                let entry: serde_json::Value =
-                    serde_json::from_str(line).with_context(|| format!("queue list: {line}"))?;
-                entry["id"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .with_context(|| format!("queue list line without an id: {line}"))
-            })
-            .collect()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        // A graceful stop, as in production; SIGKILL only if it hangs.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("the gateway ignored SIGTERM for 10 s; killing it");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn print_table(rows: &[Row]) {
@@ -543,8 +317,4 @@ fn print_table(rows: &[Row]) {
     if failures > 0 {
         println!("({failures} messages failed or in doubt; see the reports above)");
     }
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

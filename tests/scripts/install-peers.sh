@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the test suite talks to, when they are missing:
 # swaks, openssl, Python (smtplib), Postfix with Cyrus SASL tools (benchmark peer),
-# Unbound (the DNS server of delivery tests) and dig.
+# Unbound (the DNS server of delivery tests), dig, and Prometheus with promtool
+# (observability tests).
 # Idempotent; safe to run on every test run.
 set -euo pipefail
 
@@ -17,6 +18,8 @@ command -v smtp-sink >/dev/null 2>&1 || need+=(postfix)
 perl -MNet::SSLeay -e 1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
 command -v dig >/dev/null 2>&1 || need+=(dnsutils)
+# Debian's prometheus package ships promtool too.
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-peers: installing ${need[*]}"
@@ -44,5 +47,18 @@ if [ -d /run/systemd/system ] && systemctl is-active --quiet unbound.service 2>/
   systemctl stop unbound.service >/dev/null 2>&1 || true
 elif [ -x /etc/init.d/unbound ] && [ -s /run/unbound.pid ] && kill -0 "$(cat /run/unbound.pid)" 2>/dev/null; then
   /etc/init.d/unbound stop >/dev/null 2>&1 || true
+fi
+# Likewise the system Prometheus (port 9090): the tests run their own on other ports.
+if [[ " ${need[*]} " == *" prometheus "* ]]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+fi
+if [ -d /run/systemd/system ] && systemctl is-active --quiet prometheus.service 2>/dev/null; then
+  systemctl stop prometheus.service >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/prometheus ] && [ -s /run/prometheus/prometheus.pid ] && kill -0 "$(cat /run/prometheus/prometheus.pid)" 2>/dev/null; then
+  /etc/init.d/prometheus stop >/dev/null 2>&1 || true
 fi
 echo "install-peers: ok"

@@ -138,7 +138,7 @@ impl TestGateway {
         config.auth.reload_interval = Duration::from_millis(500);
         config.spool.directory = dir.path().join("spool");
         // Tests run side by side: each gateway gets its own loopback metrics port.
-        config.metrics.address = Some(([127, 0, 0, 1], free_port()).into());
+        config.metrics.address = ([127, 0, 0, 1], free_port()).into();
         // Test machines' disks may be fuller than a production spool volume.
         config.spool.min_free_bytes = 1024 * 1024;
         config.log.level = "debug".into();

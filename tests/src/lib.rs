@@ -5,9 +5,12 @@
 //! Peers are never faked here. A missing peer fails the test with the command that
 //! installs it; nothing is skipped.
 
+pub mod bench;
 pub mod dns;
 pub mod gateway;
+pub mod kube;
 pub mod ledger;
 pub mod loadgen;
 pub mod postfix;
+pub mod prometheus;
 pub mod smtp;

@@ -83,9 +83,10 @@ impl Default for GatewayConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Address of the HTTP listener serving /metrics, /healthz and /readyz; none
-    /// turns it off.
-    pub address: Option<SocketAddr>,
+    /// Serve the HTTP endpoint at all.
+    pub enabled: bool,
+    /// Address of the HTTP listener serving /metrics, /healthz and /readyz.
+    pub address: SocketAddr,
     /// Recipient domains that get their own `destination` label on delivery metrics;
     /// every other domain is counted as "other", so label cardinality stays bounded.
     pub destination_domains: Vec<String>,
@@ -94,7 +95,8 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
-            address: Some(([0, 0, 0, 0], 9098).into()),
+            enabled: true,
+            address: ([0, 0, 0, 0], 9098).into(),
             destination_domains: Vec::new(),
         }
     }

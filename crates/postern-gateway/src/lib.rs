@@ -151,7 +151,7 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
         recovered,
         metrics.clone(),
     )?;
-    let http = match config.metrics.address {
+    let http = match config.metrics.enabled.then_some(config.metrics.address) {
         Some(addr) => {
             let l = crate::http::bind(addr)
                 .await

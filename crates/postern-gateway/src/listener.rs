@@ -247,9 +247,16 @@ where
             Some((stream, TlsInfo { version, cipher }))
         }
         Ok(Err(e)) => {
+            // A client that closes before saying anything (a TCP health check) is not
+            // a TLS failure.
+            let result = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "aborted"
+            } else {
+                "failed"
+            };
             gw.metrics
                 .tls_handshakes
-                .with_label_values(&[kind.as_str(), "failed", "none"])
+                .with_label_values(&[kind.as_str(), result, "none"])
                 .inc();
             tracing::info!(client = %ip, error = %e, "TLS handshake failed");
             None

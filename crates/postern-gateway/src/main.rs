@@ -285,7 +285,7 @@ fn demo_setup(dir: &Path) -> Result<GatewayConfig> {
     cfg.tls.private_key = dir.join("tls.key");
     cfg.tls.self_signed_if_missing = true;
     cfg.spool.directory = dir.join("spool");
-    cfg.metrics.address = Some(([127, 0, 0, 1], 9098).into());
+    cfg.metrics.address = ([127, 0, 0, 1], 9098).into();
     cfg.auth.credentials_file = Some(creds);
     // A demo must not send mail into the world by accident: mail stays queued.
     cfg.delivery.mode = postern_config::DeliveryMode::Hold;

@@ -93,7 +93,7 @@ impl Metrics {
             tls_handshakes: counter(
                 &r,
                 "postern_tls_handshakes_total",
-                "Server TLS handshakes by result and protocol version.",
+                "Server TLS handshakes by result (ok, failed, timeout, aborted: closed before a ClientHello, such as a TCP health check) and protocol version.",
                 &["listener", "result", "version"],
             )?,
             auth_attempts: counter(
@@ -184,8 +184,8 @@ impl Metrics {
             outbound_connections: counter(
                 &r,
                 "postern_outbound_connections_total",
-                "Outbound SMTP sessions by result and TLS used (none, opportunistic, verified).",
-                &["result", "tls"],
+                "Outbound SMTP sessions by result (ok, failed, tls_failed: an opportunistic handshake failed and plain text was tried next), TLS used (none, opportunistic, verified) and destination.",
+                &["result", "tls", "destination"],
             )?,
             dns_lookups: counter(
                 &r,

@@ -67,6 +67,9 @@ pub struct Envelope {
     pub recipients: Vec<String>,
     /// Seconds since the Unix epoch when the message was accepted.
     pub received_at: u64,
+    /// The same in milliseconds (0 in files written before it was recorded).
+    #[serde(default)]
+    pub received_at_ms: u64,
     /// Client IP address.
     pub client_ip: String,
     /// HELO/EHLO name the client gave.
@@ -527,6 +530,7 @@ mod tests {
             sender: "a@example.com".into(),
             recipients: vec!["b@example.net".into()],
             received_at: 1,
+            received_at_ms: 1000,
             client_ip: "127.0.0.1".into(),
             helo: "client".into(),
             auth_user: None,

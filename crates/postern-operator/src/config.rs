@@ -126,7 +126,7 @@ pub fn gateway_config(relay: &MailRelay, namespace: &str) -> Result<GatewayConfi
         }
         _ => c.delivery.mode = DeliveryMode::Mx,
     }
-    c.metrics.address = Some(([0, 0, 0, 0], ports::METRICS).into());
+    c.metrics.address = ([0, 0, 0, 0], ports::METRICS).into();
     c.metrics.destination_domains = spec.metrics.destination_domains.clone();
     c.log.format = LogFormat::Json;
     c.validate()?;

@@ -146,7 +146,12 @@ impl Deliverer {
     }
 
     /// Delivers `jobs` along `route`; returns every recipient's result, by message.
-    pub async fn run(&self, route: &Route, jobs: Vec<Job>) -> Vec<(String, Vec<RcptResult>)> {
+    pub async fn run(
+        &self,
+        route: &Route,
+        jobs: Vec<Job>,
+        dest_label: &str,
+    ) -> Vec<(String, Vec<RcptResult>)> {
         let mut remaining: VecDeque<Job> = jobs.into();
         let mut results = Vec::new();
         let mut last_error = (String::from("4.4.1"), String::from("no host to deliver to"));
@@ -155,7 +160,7 @@ impl Deliverer {
                 if remaining.is_empty() {
                     break 'hops;
                 }
-                let mut session = match self.open(hop, addr, route).await {
+                let mut session = match self.open(hop, addr, route, dest_label).await {
                     Ok(s) => s,
                     Err((status, why)) => {
                         tracing::info!(host = %hop.name, %addr, reason = %why, "next hop failed");
@@ -206,8 +211,9 @@ impl Deliverer {
         hop: &Hop,
         addr: SocketAddr,
         route: &Route,
+        dest_label: &str,
     ) -> Result<Session, (String, String)> {
-        let result = self.open_per_policy(hop, addr, route).await;
+        let result = self.open_per_policy(hop, addr, route, dest_label).await;
         let (outcome, tls) = match &result {
             Ok(s) => ("ok", s.tls),
             Err(_) => ("failed", TlsUsed::None),
@@ -219,7 +225,7 @@ impl Deliverer {
         };
         self.metrics
             .outbound_connections
-            .with_label_values(&[outcome, tls])
+            .with_label_values(&[outcome, tls, dest_label])
             .inc();
         result
     }
@@ -229,16 +235,22 @@ impl Deliverer {
         hop: &Hop,
         addr: SocketAddr,
         route: &Route,
+        dest_label: &str,
     ) -> Result<Session, (String, String)> {
         match route.tls {
-            TlsMode::Opportunistic { verify } => match self
-                .open_with(hop, addr, route, true, verify)
-                .await
-            {
-                // A failed handshake: try once more in plain text (Postfix's `may`).
-                Err(e) if e.0 == "4.7.5" => self.open_with(hop, addr, route, false, verify).await,
-                other => other,
-            },
+            TlsMode::Opportunistic { verify } => {
+                match self.open_with(hop, addr, route, true, verify).await {
+                    // A failed handshake: try once more in plain text (Postfix's `may`).
+                    Err(e) if e.0 == "4.7.5" => {
+                        self.metrics
+                            .outbound_connections
+                            .with_label_values(&["tls_failed", "none", dest_label])
+                            .inc();
+                        self.open_with(hop, addr, route, false, verify).await
+                    }
+                    other => other,
+                }
+            }
             TlsMode::Require { verify } | TlsMode::Implicit { verify } => {
                 self.open_with(hop, addr, route, true, verify).await
             }

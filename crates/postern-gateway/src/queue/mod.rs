@@ -138,7 +138,11 @@ impl Outbound {
             },
         };
         match route {
-            Ok(route) => self.deliverer.run(&route, jobs).await,
+            Ok(route) => {
+                self.deliverer
+                    .run(&route, jobs, self.deliverer.metrics.destination(dest))
+                    .await
+            }
             Err((outcome, status, why)) => jobs
                 .into_iter()
                 .map(|j| {
@@ -189,6 +193,22 @@ fn now_unix() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// "2", "4" or "5" from an enhanced status like "4.4.1".
+fn status_class(status: &str) -> &'static str {
+    match status.as_bytes().first() {
+        Some(b'2') => "2",
+        Some(b'4') => "4",
+        _ => "5",
+    }
 }
 
 fn random_unit() -> f64 {
@@ -468,6 +488,11 @@ impl Scheduler {
                     r.last_result.as_deref().unwrap_or("none")
                 );
                 r.status = RcptStatus::Bounced;
+                let label = self.metrics.destination(&destination(mode, &r.address));
+                self.metrics
+                    .delivery_attempts
+                    .with_label_values(&["bounced", "4", label])
+                    .inc();
                 tracing::info!(id, to = %r.address, status = "expired", dsn = "4.4.7", detail = %why, "delivery");
                 entry
                     .failed_now
@@ -568,20 +593,29 @@ impl Scheduler {
                 rs.last_result = Some(r.detail.clone());
                 rs.remote = r.remote.clone();
                 let label = self.metrics.destination(dest);
-                let (result, class) = match r.outcome {
-                    Outcome::Delivered => ("delivered", "2"),
-                    Outcome::Deferred => ("deferred", "4"),
-                    Outcome::Bounced => ("bounced", "5"),
+                let result = match r.outcome {
+                    Outcome::Delivered => "delivered",
+                    Outcome::Deferred => "deferred",
+                    Outcome::Bounced => "bounced",
                 };
+                // The class of the enhanced status: a bounce may be 4.4.7 (expired).
+                let class = status_class(&r.status);
                 self.metrics
                     .delivery_attempts
                     .with_label_values(&[result, class, label])
                     .inc();
                 if r.outcome == Outcome::Delivered {
+                    let env = &entry.msg.envelope;
+                    let accepted_ms = if env.received_at_ms > 0 {
+                        env.received_at_ms
+                    } else {
+                        env.received_at * 1000
+                    };
+                    let latency = now_ms().saturating_sub(accepted_ms) as f64 / 1000.0;
                     self.metrics
                         .delivery_latency
                         .with_label_values(&[label])
-                        .observe(delay as f64);
+                        .observe(latency);
                 }
                 let status = match r.outcome {
                     Outcome::Delivered => {
@@ -703,6 +737,7 @@ impl Scheduler {
             sender: String::new(),
             recipients: vec![env.sender.clone()],
             received_at: now_unix(),
+            received_at_ms: now_ms(),
             client_ip: String::new(),
             helo: self.config.hostname.clone(),
             auth_user: None,

@@ -93,6 +93,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // open before it: no more passwords are checked for a blocked client.
         if self.gw.failures.is_blocked(self.peer) {
             tracing::info!(client = %self.peer, "AUTH refused: client is blocked");
+            let mech = match mechanism.as_str() {
+                "PLAIN" | "LOGIN" => mechanism.as_str(),
+                _ => "other",
+            };
+            self.gw
+                .metrics
+                .auth_attempts
+                .with_label_values(&[mech, "blocked"])
+                .inc();
             return self.blocked();
         }
         let user = match name {

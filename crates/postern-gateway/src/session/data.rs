@@ -162,14 +162,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             c.writer.abort().await;
             return r;
         }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let envelope = Envelope {
             id: c.writer.id().to_owned(),
             sender: txn.from.to_string(),
             recipients: txn.rcpts,
-            received_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            received_at: now_ms / 1000,
+            received_at_ms: now_ms,
             client_ip: self.peer.to_string(),
             helo: self
                 .greeting
