@@ -52,6 +52,7 @@ pub struct MailRelaySpec {
     /// Service's cluster DNS name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$')").message("hostname must be a DNS name"))]
+    #[schemars(length(max = 253))]
     pub hostname: Option<String>,
     /// The Service clients connect to.
     #[serde(default)]
@@ -59,15 +60,17 @@ pub struct MailRelaySpec {
     /// Where the server certificate comes from.
     #[serde(default)]
     pub tls: TlsSpec,
-    /// Users that may authenticate (SMTP AUTH) and the senders each may use.
+    /// Users that may authenticate (SMTP AUTH) and the senders each may use (at most
+    /// 500 users with 20 sender entries each: the API server bounds the cost of checking
+    /// them).
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
-    #[schemars(length(max = 1000))]
+    #[schemars(length(max = 500))]
     pub users: Vec<UserSpec>,
     /// Client networks (CIDRs) that may relay through port 25 without AUTH. Empty: nobody.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self.all(n, isCIDR(n))").message("every trustedNetworks entry must be a CIDR such as 10.0.0.0/8"))]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = 100), inner(length(max = 43)))]
     pub trusted_networks: Vec<String>,
     /// How mail leaves: DNS MX routing or a smarthost.
     #[serde(default)]
@@ -225,7 +228,7 @@ pub struct UserSpec {
     /// Senders this user may put in MAIL FROM: addresses, @domain for a whole domain,
     /// or * for any.
     #[x_kube(validation = Rule::new("self.all(s, s == '*' || s.matches('^@[^@\\\\s]+$') || s.matches('^[^@\\\\s]+@[^@\\\\s]+$'))").message("each allowedSenders entry must be an address, @domain or *"))]
-    #[schemars(length(min = 1, max = 100))]
+    #[schemars(length(min = 1, max = 20), inner(length(min = 1, max = 254)))]
     pub allowed_senders: Vec<String>,
     /// The password, from a Secret. Without it the operator generates one into the
     /// Secret `<relay>-user-<name>` (key `password`).
