@@ -26,15 +26,20 @@ pub fn gateway_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("POSTERN_GATEWAY_BIN") {
         return PathBuf::from(p);
     }
+    built_bin("postern-gateway")
+}
+
+/// A binary of this workspace, built beside the test binary (`target/<profile>/NAME`).
+pub fn built_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps");
-    let bin = profile_dir.join("postern-gateway");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it first (cargo build --bins), or set POSTERN_GATEWAY_BIN",
+        "{} is missing: build it first (cargo build --bins)",
         bin.display()
     );
     bin
