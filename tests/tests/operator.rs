@@ -427,3 +427,83 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
     .await;
     let _ = MailRelay::kind(&());
 }
+
+/// Two replicas with leader election: only the Lease holder reconciles; when it dies,
+/// the other takes over after the lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_hands_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let cluster = TestCluster::start().unwrap();
+    let client = cluster.client().await.unwrap();
+    let crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crds/mailrelays.postern.dev.yaml");
+    cluster.apply_files(&[&crd]).unwrap();
+    cluster
+        .wait_crds_established(&["mailrelays.postern.dev"], Duration::from_secs(60))
+        .unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in [NS, "postern-system"] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let start = |name: &str| {
+        let child = Command::new(built_bin("postern-operator"))
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .env("POD_NAMESPACE", "postern-system")
+            .env("POD_NAME", name)
+            .args([
+                "--gateway-image",
+                "postern:test",
+                "--lease-duration",
+                "4s",
+                "--metrics-address",
+            ])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting postern-operator");
+        Operator(child)
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "postern-system");
+    let holder = || async {
+        leases
+            .get_opt("postern-operator")
+            .await
+            .ok()
+            .flatten()?
+            .spec?
+            .holder_identity
+    };
+    let a = start("operator-a");
+    let first = eventually("a leader", 30, || async { holder().await }).await;
+    assert_eq!(first, "operator-a");
+    let _b = start("operator-b");
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    create_relay(&client, "one", json!({})).await;
+    eventually("the leader to reconcile", 60, || async {
+        statefulsets.get_opt("one").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        holder().await.as_deref(),
+        Some("operator-a"),
+        "the follower must not take over a live lease"
+    );
+    drop(a);
+    let second = eventually("the follower to take over", 60, || async {
+        holder().await.filter(|h| h == "operator-b")
+    })
+    .await;
+    assert_eq!(second, "operator-b");
+    create_relay(&client, "two", json!({})).await;
+    eventually("the new leader to reconcile", 60, || async {
+        statefulsets.get_opt("two").await.ok().flatten()
+    })
+    .await;
+}

@@ -11,6 +11,8 @@ pub mod certs;
 pub mod config;
 pub mod controller;
 pub mod credentials;
+pub mod leader;
+
 pub mod metrics;
 pub mod names;
 pub mod reconcile;

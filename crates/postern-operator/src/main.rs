@@ -23,6 +23,16 @@ struct Cli {
     /// Gateway image for MailRelays that name none.
     #[arg(long, env = "POSTERN_GATEWAY_IMAGE", default_value = concat!("postern:", env!("CARGO_PKG_VERSION")))]
     gateway_image: String,
+    /// Namespace of the leader-election Lease (usually the operator's own, from the
+    /// downward API). Without it there is no election: run one replica only.
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long a Lease stays valid without renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    lease_duration: std::time::Duration,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(
         long,
@@ -75,9 +85,53 @@ async fn main() -> Result<()> {
         }
     });
     tracing::info!(image = %cli.gateway_image, "postern-operator starting");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let election = cli.leader_election_namespace.as_ref().map(|ns| {
+        let identity = cli
+            .identity
+            .clone()
+            .unwrap_or_else(|| format!("postern-operator-{}", std::process::id()));
+        postern_operator::leader::LeaderElection::new(
+            kube::Api::namespaced(client.clone(), ns),
+            "postern-operator",
+            &identity,
+            cli.lease_duration,
+        )
+    });
+    if let Some(e) = &election {
+        e.acquire().await.context("acquiring the leader Lease")?;
+    }
+    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Resolves when the Lease is lost; never without an election.
+    let lease_lost = match election {
+        Some(e) => {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let lost = lost.clone();
+            tokio::spawn(async move {
+                e.keep().await;
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = tx.send(());
+            });
+            Some(rx)
+        }
+        None => None,
+    };
+    let shutdown = async move {
+        let lease_lost = async {
+            match lease_lost {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = lease_lost => {}
+        }
     };
     postern_operator::controller::run(client, cli.gateway_image, metrics, shutdown).await;
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!("leadership lost; exiting so a follower can take over");
+    }
     Ok(())
 }
