@@ -381,3 +381,62 @@ fn several_messages_share_one_connection() {
         .count();
     assert_eq!(transactions, 5, "{log}");
 }
+
+/// A message that needs SMTPUTF8 bounces (5.6.7) at a receiver that does not offer it
+/// (smtp-sink), instead of being mangled.
+#[test]
+fn smtputf8_message_to_a_server_without_it_bounces() {
+    let n = 23;
+    let (dns, sender_mx) = with_sender_domain(
+        n,
+        vec![
+            Record::mx("dest.test", 10, "mx.dest.test"),
+            Record::a("mx.dest.test", ip(n, 2)),
+        ],
+    );
+    let sink = SmtpSink::start(port25(ip(n, 2)), &[]).unwrap();
+    let gw = gateway(&dns, |_| {});
+    let (mut s, _) = Smtp::connect(gw.relay).unwrap();
+    assert_eq!(s.cmd("EHLO client.test").unwrap().code, 250);
+    assert_eq!(
+        s.cmd("MAIL FROM:<app@sender.test> SMTPUTF8").unwrap().code,
+        250
+    );
+    assert_eq!(s.cmd("RCPT TO:<jürgen@dest.test>").unwrap().code, 250);
+    assert_eq!(s.cmd("DATA").unwrap().code, 354);
+    assert_eq!(s.cmd("Subject: grüße\r\n\r\nhallo\r\n.").unwrap().code, 250);
+    assert_dsn(&sender_mx, "5.6.7", "jürgen@dest.test");
+    assert_eq!(sink.messages(), 0);
+}
+
+/// A message larger than the receiver's advertised SIZE bounces (5.3.4) without being
+/// sent.
+#[test]
+fn message_over_the_receivers_size_bounces() {
+    let n = 24;
+    let (dns, sender_mx) = with_sender_domain(
+        n,
+        vec![
+            Record::mx("big.test", 10, "mx.big.test"),
+            Record::a("mx.big.test", ip(n, 2)),
+        ],
+    );
+    // Postfix advertises SIZE 10240000 (its message_size_limit).
+    let big_mx = receiver(ip(n, 2), &["big.test"]);
+    let gw = gateway(&dns, |_| {});
+    let (mut s, _) = Smtp::connect(gw.relay).unwrap();
+    assert_eq!(s.cmd("EHLO client.test").unwrap().code, 250);
+    assert_eq!(s.cmd("MAIL FROM:<app@sender.test>").unwrap().code, 250);
+    assert_eq!(s.cmd("RCPT TO:<user@big.test>").unwrap().code, 250);
+    assert_eq!(s.cmd("DATA").unwrap().code, 354);
+    let line = "x".repeat(98) + "\r\n";
+    let chunk = line.repeat(10_000); // 1 MB
+    s.send(b"Subject: big\r\n\r\n").unwrap();
+    for _ in 0..11 {
+        s.send(chunk.as_bytes()).unwrap();
+    }
+    assert_eq!(s.cmd(".").unwrap().code, 250);
+    let dsn = assert_dsn(&sender_mx, "5.3.4", "user@big.test");
+    assert!(dsn.contains("exceeds the limit"), "{dsn}");
+    assert!(big_mx.delivered().unwrap().is_empty());
+}

@@ -154,3 +154,33 @@ fn wrong_smarthost_password_defers() {
     assert!(detail.contains("authentication failed"), "{detail}");
     assert!(postfix.queued_ids().unwrap().is_empty());
 }
+
+#[test]
+fn implicit_tls_smarthost_with_auth() {
+    let dir = scratch_dir("smarthost-").unwrap();
+    let cert = write_self_signed_cert(dir.path(), &["127.0.0.1"]).unwrap();
+    let mut opts = SubmissionOptions::new(free_local_addr().unwrap(), cert.clone());
+    let implicit = free_local_addr().unwrap();
+    opts.implicit_tls_listen = Some(implicit);
+    opts.delivery = Delivery::Hold;
+    let postfix = PostfixInstance::submission(&opts).unwrap();
+    let creds = dir.path().join("smarthost-credentials");
+    std::fs::write(&creds, format!("{}:{}\n", opts.login(), opts.password)).unwrap();
+    let mut sh = smarthost(implicit, SmarthostTls::Implicit);
+    sh.credentials_file = Some(creds);
+    sh.ca_file = Some(cert.certificate.clone());
+    let gw = gateway(sh);
+    submit(&gw, 1, "someone@example.net");
+    wait_until(
+        "delivery over implicit TLS",
+        Duration::from_secs(30),
+        || gw.queue().unwrap().is_empty(),
+    );
+    postfix
+        .wait_for_log(
+            &format!("sasl_username={}", opts.login()),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(gw.log().contains("tls=Verified"), "{}", gw.log());
+}
