@@ -427,15 +427,12 @@ struct Row {
 fn run() -> Result<()> {
     postfix::require_postfix()?;
     let settings = Settings::from_env()?;
-    let work = postfix::scratch_dir("bench-")?;
-    let cert = postfix::write_self_signed_cert(work.path(), &["localhost"])?;
-    let credentials = match &settings.gateway {
-        Some(bin) => {
-            println!("gateway: {}", bin.display());
-            Some(bench::write_credentials(bin, work.path())?)
-        }
-        None => None,
-    };
+    // `_work` keeps the scratch directory (and the certificate in it) alive.
+    let bench::RunFiles {
+        work: _work,
+        cert,
+        credentials,
+    } = bench::prepare_run(settings.gateway.as_deref())?;
     let tls = loadgen::insecure_client_config()?;
     println!(
         "{} idle sessions per measurement, after one warm-up session of the same kind",

@@ -204,15 +204,12 @@ struct Row {
 fn run() -> Result<()> {
     postfix::require_postfix()?;
     let settings = Settings::from_env()?;
-    let work = postfix::scratch_dir("bench-")?;
-    let cert = postfix::write_self_signed_cert(work.path(), &["localhost"])?;
-    let credentials = match &settings.gateway {
-        Some(bin) => {
-            println!("gateway: {}", bin.display());
-            Some(bench::write_credentials(bin, work.path())?)
-        }
-        None => None,
-    };
+    // `_work` keeps the scratch directory (and the certificate in it) alive.
+    let bench::RunFiles {
+        work: _work,
+        cert,
+        credentials,
+    } = bench::prepare_run(settings.gateway.as_deref())?;
     println!(
         "load: about {} messages of {} octets per server and point, STARTTLS + AUTH PLAIN, \
          pipelined; each server relays in plain SMTP to its own smtp-sink over at most {} \

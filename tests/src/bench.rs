@@ -324,3 +324,29 @@ impl Drop for Gateway {
 pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
+
+/// What every benchmark run starts from: a scratch directory, the server certificate
+/// both servers use, and the gateway's credentials file (when the gateway is measured).
+pub struct RunFiles {
+    pub work: tempfile::TempDir,
+    pub cert: postfix::CertFiles,
+    pub credentials: Option<std::path::PathBuf>,
+}
+
+/// Creates the [`RunFiles`]; `gateway` is the gateway binary, when it is measured.
+pub fn prepare_run(gateway: Option<&std::path::Path>) -> Result<RunFiles> {
+    let work = postfix::scratch_dir("bench-")?;
+    let cert = postfix::write_self_signed_cert(work.path(), &["localhost"])?;
+    let credentials = match gateway {
+        Some(bin) => {
+            println!("gateway: {}", bin.display());
+            Some(write_credentials(bin, work.path())?)
+        }
+        None => None,
+    };
+    Ok(RunFiles {
+        work,
+        cert,
+        credentials,
+    })
+}
