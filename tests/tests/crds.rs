@@ -15,4 +15,10 @@ fn committed_crds_are_current_and_identical() {
             "{path} is stale: run `cargo run -p postern-api --bin crdgen` from the workspace root"
         );
     }
+    let reference =
+        std::fs::read_to_string(format!("{root}/docs/crd-reference.md")).unwrap_or_default();
+    assert!(
+        reference == postern_api::reference::markdown(),
+        "docs/crd-reference.md is stale: run `cargo run -p postern-api --bin crdgen` from the workspace root"
+    );
 }

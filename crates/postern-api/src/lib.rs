@@ -7,6 +7,7 @@
 //! each with a message that says what to fix. This crate never talks to a cluster.
 
 pub mod conditions;
+pub mod reference;
 
 use std::collections::BTreeMap;
 

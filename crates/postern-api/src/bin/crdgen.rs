@@ -1,7 +1,10 @@
-//! Writes the MailRelay CRD to crds/ and charts/postern/crds/ (byte-identical), or
-//! with `--check` fails when either is stale. Run from the workspace root.
+//! Writes the MailRelay CRD to crds/ and charts/postern/crds/ (byte-identical) and the
+//! CRD reference to docs/crd-reference.md, or with `--check` fails when any is stale.
+//! Run from the workspace root.
 
 use std::process::ExitCode;
+
+const REFERENCE: &str = "docs/crd-reference.md";
 
 const TARGETS: [&str; 2] = [
     "crds/mailrelays.postern.dev.yaml",
@@ -17,10 +20,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let reference = postern_api::reference::markdown();
     let mut stale = false;
-    for path in TARGETS {
+    let outputs = TARGETS
+        .iter()
+        .map(|p| (*p, &yaml))
+        .chain([(REFERENCE, &reference)]);
+    for (path, content) in outputs {
         let current = std::fs::read_to_string(path).unwrap_or_default();
-        if current == yaml {
+        if current == *content {
             continue;
         }
         if check {
@@ -34,7 +42,7 @@ fn main() -> ExitCode {
             eprintln!("crdgen: cannot create {}: {e}", dir.display());
             return ExitCode::FAILURE;
         }
-        if let Err(e) = std::fs::write(path, &yaml) {
+        if let Err(e) = std::fs::write(path, content) {
             eprintln!("crdgen: cannot write {path}: {e}");
             return ExitCode::FAILURE;
         }
