@@ -313,6 +313,28 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
     })
     .await;
     assert_ne!(hash1, hash2);
+    // Events say what changed.
+    let reasons = || {
+        let json: serde_json::Value = serde_json::from_str(
+            &cluster
+                .kubectl_ok(&["get", "events.events.k8s.io", "-n", NS, "-o", "json"])
+                .unwrap(),
+        )
+        .unwrap();
+        json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["regarding"]["name"] == "relay1")
+            .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+    };
+    eventually("Created and ConfigurationChanged events", 30, || async {
+        let r = reasons();
+        (r.iter().any(|x| x == "Created") && r.iter().any(|x| x == "ConfigurationChanged"))
+            .then_some(())
+    })
+    .await;
     assert_eq!(
         secret_text(
             &secrets.get("relay1-credentials").await.unwrap(),

@@ -15,13 +15,34 @@ use postern_api::MailRelay;
 
 use crate::reconcile::{Context, Error, reconcile};
 
+/// Retries with exponential back-off per relay: 10 s, 20 s, 40 s ... up to 5 minutes.
 fn error_policy(relay: Arc<MailRelay>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .failures
         .with_label_values(&[error.metric_label()])
         .inc();
-    tracing::warn!(relay = ?relay.metadata.name, %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+    let key = format!(
+        "{}/{}",
+        relay.metadata.namespace.as_deref().unwrap_or_default(),
+        relay.metadata.name.as_deref().unwrap_or_default()
+    );
+    let failures = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = backoff(failures);
+    tracing::warn!(relay = ?relay.metadata.name, %error, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The wait after `failures` consecutive failures.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs((10u64 << failures.saturating_sub(1).min(5)).min(300))
 }
 
 /// Runs until `shutdown` completes.
@@ -37,6 +58,8 @@ pub async fn run(
         client: client.clone(),
         image,
         metrics,
+        recorder: recorder.clone(),
+        failures: Default::default(),
     });
     Controller::new(relays, watcher::Config::default())
         .owns(
@@ -82,4 +105,15 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let d: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(d, [10, 20, 40, 80, 160, 300, 300, 300]);
+    }
 }

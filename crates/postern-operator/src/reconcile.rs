@@ -67,6 +67,26 @@ pub struct Context {
     /// Gateway image when the spec names none.
     pub image: String,
     pub metrics: crate::metrics::OperatorMetrics,
+    /// Publishes events on MailRelays.
+    pub recorder: kube::runtime::events::Recorder,
+    /// Consecutive failures per relay (namespace/name), for the back-off.
+    pub failures: std::sync::Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Records a Normal event on the relay; an event that cannot be written is not
+    /// worth failing a reconcile for.
+    async fn event(&self, relay: &MailRelay, reason: &str, note: String) {
+        use kube::runtime::events::{Event, EventType};
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let _ = self.recorder.publish(&ev, &relay.object_ref(&())).await;
+    }
 }
 
 async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
@@ -274,6 +294,22 @@ pub async fn reconcile(relay: Arc<MailRelay>, ctx: Arc<Context>) -> Result<Actio
     };
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let hash_of = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
+        t.and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(workload::CONFIG_HASH).cloned())
+    };
+    let previous = if spec.queue.persistence {
+        statefulsets
+            .get_opt(&n.service())
+            .await?
+            .map(|s| hash_of(s.spec.as_ref().map(|s| &s.template)))
+    } else {
+        deployments
+            .get_opt(&n.service())
+            .await?
+            .map(|d| hash_of(d.spec.as_ref().map(|s| &s.template)))
+    };
     let (ready, desired) = match workload::build(&relay, &inputs) {
         workload::Workload::StatefulSet(sts) => {
             let applied = apply(&statefulsets, &sts).await?;
@@ -288,6 +324,33 @@ pub async fn reconcile(relay: Arc<MailRelay>, ctx: Arc<Context>) -> Result<Actio
             (st.ready_replicas.unwrap_or(0), spec.replicas)
         }
     };
+    match previous {
+        None => {
+            let kind = if spec.queue.persistence {
+                "StatefulSet"
+            } else {
+                "Deployment"
+            };
+            ctx.event(
+                &relay,
+                "Created",
+                format!(
+                    "created the gateway {kind} {} and its configuration",
+                    n.service()
+                ),
+            )
+            .await;
+        }
+        Some(old) if old.as_deref() != Some(hash.as_str()) => {
+            ctx.event(
+                &relay,
+                "ConfigurationChanged",
+                "configuration or credentials changed: rolling the gateway pods".into(),
+            )
+            .await;
+        }
+        Some(_) => {}
+    }
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     apply(&services, &resources::service::client(&relay)).await?;
     apply(&services, &resources::service::headless(&relay)).await?;
@@ -363,6 +426,9 @@ pub async fn reconcile(relay: Arc<MailRelay>, ctx: Arc<Context>) -> Result<Actio
     status.certificate_expiry = certificate_expiry;
     status.generated_password_secrets = generated;
     patch_status(client, &ns, &name, &status).await?;
+    if let Ok(mut f) = ctx.failures.lock() {
+        f.remove(&format!("{ns}/{name}"));
+    }
     Ok(if all_ready && degraded.is_empty() {
         Action::requeue(Duration::from_secs(600))
     } else {
