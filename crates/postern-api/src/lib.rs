@@ -317,6 +317,14 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_sessions_per_ip: Option<i32>,
+    /// New connections one client IP may open per minute, per pod (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub connections_per_minute_per_client: Option<i32>,
+    /// Messages one client IP may send per minute, per pod (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub messages_per_minute_per_client: Option<i32>,
     /// Failed AUTH attempts from one IP before it is blocked for a while (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]

@@ -532,6 +532,12 @@ pub struct LimitsConfig {
     pub max_errors: u32,
     /// Bare CR or LF handling.
     pub bare_line_endings: BareLineEndings,
+    /// New connections one client IP may open per minute; more get 421 4.7.0 (like
+    /// Postfix's smtpd_client_connection_rate_limit). 0: no limit.
+    pub connections_per_minute_per_ip: u32,
+    /// Messages (MAIL commands) one client IP may send per minute; more get 450 4.7.1
+    /// (like Postfix's smtpd_client_message_rate_limit). 0: no limit.
+    pub messages_per_minute_per_ip: u32,
 }
 
 impl Default for LimitsConfig {
@@ -543,6 +549,8 @@ impl Default for LimitsConfig {
             max_sessions_per_ip: 50,
             max_errors: 20,
             bare_line_endings: BareLineEndings::Refuse,
+            connections_per_minute_per_ip: 0,
+            messages_per_minute_per_ip: 0,
         }
     }
 }

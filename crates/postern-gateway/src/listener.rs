@@ -66,6 +66,12 @@ fn admit(gw: &Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind
         );
         return refuse(gw, tcp, ip, kind, "blocked", text);
     }
+    if !gw.connection_rate.allow(ip) {
+        let text = format!(
+            "421 4.7.0 {host} Error: too many connections from your address per minute\r\n"
+        );
+        return refuse(gw, tcp, ip, kind, "connection_rate", text);
+    }
     let Ok(permit) = gw.sessions.clone().try_acquire_owned() else {
         let text = format!("421 4.7.0 {host} Error: too many connections; try again later\r\n");
         return refuse(gw, tcp, ip, kind, "too_many_sessions", text);

@@ -97,6 +97,12 @@ pub fn gateway_config(relay: &MailRelay, namespace: &str) -> Result<GatewayConfi
     if let Some(v) = l.max_sessions_per_ip {
         c.limits.max_sessions_per_ip = v.max(1) as usize;
     }
+    if let Some(v) = l.connections_per_minute_per_client {
+        c.limits.connections_per_minute_per_ip = v.max(1) as u32;
+    }
+    if let Some(v) = l.messages_per_minute_per_client {
+        c.limits.messages_per_minute_per_ip = v.max(1) as u32;
+    }
     if let Some(v) = l.auth_failures_before_block {
         c.auth.block_after_failures = v.max(1) as u32;
     }
@@ -176,7 +182,7 @@ mod tests {
         let c = gateway_config(
             &relay(serde_json::json!({
                 "trustedNetworks": ["10.0.0.0/8"],
-                "limits": {"maxMessageSize": 1048576, "maxRecipients": 10},
+                                "limits": {"maxMessageSize": 1048576, "maxRecipients": 10, "messagesPerMinutePerClient": 30},
                 "relay": {"mode": "smarthost", "smarthost": {"host": "smtp.example.com", "credentialsSecret": "sh"}},
                 "queue": {"maxLifetime": "12h"}
             })),
@@ -186,6 +192,7 @@ mod tests {
         assert_eq!(c.relay.trusted_networks.len(), 1);
         assert_eq!(c.limits.max_message_size, 1_048_576);
         assert_eq!(c.limits.max_recipients, 10);
+        assert_eq!(c.limits.messages_per_minute_per_ip, 30);
         let sh = c.delivery.smarthost.unwrap();
         assert_eq!(
             (sh.host.as_str(), sh.port, sh.tls),

@@ -54,6 +54,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 "Insufficient system storage; try again later",
             ));
         }
+        if !self.gw.message_rate.allow(self.peer) {
+            return self.refuse(Reply::new(
+                450,
+                EnhancedCode(4, 7, 1),
+                "Error: too much mail from your address; try again later",
+            ));
+        }
         let max = self.gw.config.limits.max_message_size;
         if params.size.is_some_and(|s| s > max) {
             return self.refuse(Reply::new(

@@ -424,3 +424,27 @@ async fn too_many_errors_end_the_session() {
     .await;
     assert_eq!(codes(&r), ["220", "500", "500", "500", "421"], "{r:?}");
 }
+
+#[tokio::test]
+async fn message_rate_per_client() {
+    let f = fixture(|c| c.limits.messages_per_minute_per_ip = 2);
+    let script = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRSET\r\nMAIL FROM:<a@b.example>\r\nRSET\r\nMAIL FROM:<a@b.example>\r\nQUIT\r\n";
+    let r = converse(&f, ListenerKind::Relay, None, "10.0.0.7", script).await;
+    let fin = finals(&r);
+    assert_eq!(fin[2], "250 2.1.0 Ok");
+    assert_eq!(fin[4], "250 2.1.0 Ok");
+    assert_eq!(
+        fin[6],
+        "450 4.7.1 Error: too much mail from your address; try again later"
+    );
+    // Another client is not affected.
+    let r = converse(
+        &f,
+        ListenerKind::Relay,
+        None,
+        "10.0.0.8",
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nQUIT\r\n",
+    )
+    .await;
+    assert_eq!(finals(&r)[2], "250 2.1.0 Ok");
+}
