@@ -275,6 +275,21 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         vec!["relay1-user-app".to_owned()]
     );
     assert!(st.certificate_expiry.is_some());
+    // What to publish: SPF for the users' sender domains.
+    assert!(
+        st.dns_records
+            .iter()
+            .any(|r| r.starts_with("example.com. IN TXT \"v=spf1")),
+        "{:?}",
+        st.dns_records
+    );
+    assert!(
+        st.dns_records
+            .iter()
+            .any(|r| r.starts_with("example.org. IN TXT")),
+        "{:?}",
+        st.dns_records
+    );
     let table = cluster
         .kubectl_ok(&["get", "mailrelays", "-n", NS])
         .unwrap();

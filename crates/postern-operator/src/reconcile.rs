@@ -352,7 +352,7 @@ pub async fn reconcile(relay: Arc<MailRelay>, ctx: Arc<Context>) -> Result<Actio
         Some(_) => {}
     }
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    apply(&services, &resources::service::client(&relay)).await?;
+    let client_service = apply(&services, &resources::service::client(&relay)).await?;
     apply(&services, &resources::service::headless(&relay)).await?;
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
     apply(&pdbs, &resources::pdb::build(&relay)).await?;
@@ -425,6 +425,7 @@ pub async fn reconcile(relay: Arc<MailRelay>, ctx: Arc<Context>) -> Result<Actio
     status.ready_replicas = Some(ready);
     status.certificate_expiry = certificate_expiry;
     status.generated_password_secrets = generated;
+    status.dns_records = dns_records(&gw_config.hostname, &client_service, &spec.users);
     patch_status(client, &ns, &name, &status).await?;
     if let Ok(mut f) = ctx.failures.lock() {
         f.remove(&format!("{ns}/{name}"));
@@ -455,4 +456,69 @@ async fn patch_status(
     )
     .await?;
     Ok(())
+}
+
+/// What to publish in DNS: the gateway's name for its external address (when the
+/// Service has one), and an SPF record for every sender domain the users may use, so
+/// receivers accept mail relayed from the cluster's egress addresses.
+fn dns_records(hostname: &str, service: &Service, users: &[postern_api::UserSpec]) -> Vec<String> {
+    let mut out = Vec::new();
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|i| i.first());
+    if let Some(i) = ingress {
+        if let Some(ip) = &i.ip {
+            let kind = if ip.contains(':') { "AAAA" } else { "A" };
+            out.push(format!("{hostname}. IN {kind} {ip}"));
+        } else if let Some(name) = &i.hostname {
+            out.push(format!("{hostname}. IN CNAME {name}."));
+        }
+    }
+    let mut domains: Vec<String> = users
+        .iter()
+        .flat_map(|u| u.allowed_senders.iter())
+        .filter_map(|s| s.rsplit_once('@').map(|(_, d)| d.to_lowercase()))
+        .filter(|d| !d.is_empty())
+        .collect();
+    domains.sort();
+    domains.dedup();
+    for d in domains {
+        out.push(format!("{d}. IN TXT \"v=spf1 ip4:<cluster egress address> ~all\" (add the egress addresses mail leaves from)"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+
+    #[test]
+    fn dns_records_name_the_address_and_sender_domains() {
+        let svc = Service {
+            status: Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(vec![LoadBalancerIngress {
+                        ip: Some("203.0.113.5".into()),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let users: Vec<postern_api::UserSpec> = serde_json::from_value(serde_json::json!([
+            {"name": "a", "allowedSenders": ["@Example.com", "x@example.com"]},
+            {"name": "b", "allowedSenders": ["*", "y@other.example"]}
+        ]))
+        .unwrap();
+        let r = dns_records("mail.example.com", &svc, &users);
+        assert_eq!(r[0], "mail.example.com. IN A 203.0.113.5");
+        assert_eq!(r.len(), 3);
+        assert!(r[1].starts_with("example.com. IN TXT \"v=spf1"));
+        assert!(r[2].starts_with("other.example. IN TXT"));
+    }
 }
