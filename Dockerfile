@@ -2,7 +2,9 @@
 #   docker build -t postern .
 # Base images are build arguments so a mirror or a locally made base can be used.
 ARG RUST_IMAGE=rust:1.95-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# A distroless cc image works as well (--build-arg RUNTIME_IMAGE=...): the binaries need
+# only glibc.
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
