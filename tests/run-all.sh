@@ -4,7 +4,8 @@
 #      Kubernetes test binaries built from the Go module proxy),
 #   2. checks formatting and lints,
 #   3. builds the binaries the black-box tests run,
-#   4. runs every test (unit, property, black-box against real clients and servers).
+#   4. runs every test (unit, property, black-box against real clients and servers),
+#   5. builds the container image from the Dockerfile and runs the gateway from it.
 # Heavy build output goes to a cache outside the clone, so repeated runs are fast;
 # nothing depends on that cache being there.
 set -euo pipefail
@@ -27,3 +28,7 @@ echo "== cargo build (binaries for black-box tests)"
 cargo build --workspace --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+# The Dockerfile, built without a daemon (buildah) from locally made bases, and the
+# gateway run from the image (about 10 minutes: a release build inside the image).
+echo "== container image"
+tests/scripts/container-image.sh
