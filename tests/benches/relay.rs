@@ -410,6 +410,13 @@ fn measure_postern(
         &sink,
     )
     .with_context(|| format!("the gateway's log:\n{}", gateway.log()))?;
+    match gateway.metrics() {
+        Ok(text) => println!(
+            "postern {sessions} sessions internals: {}",
+            Internals::from(&text)
+        ),
+        Err(e) => println!("postern {sessions} sessions internals: none ({e:#})"),
+    }
     if m.end_to_end.is_none() {
         let log = gateway.log();
         let tail = log.lines().rev().take(20).collect::<Vec<_>>();
@@ -421,6 +428,49 @@ fn measure_postern(
     drop(gateway);
     drop(sink);
     Ok(m)
+}
+
+/// What the gateway's own metrics say about a run: how durable commits were batched and
+/// how many messages each outbound connection carried.
+struct Internals {
+    commits: f64,
+    commit_seconds: f64,
+    committed: f64,
+    connections: f64,
+    delivered: f64,
+    cpu_seconds: f64,
+}
+
+impl From<&String> for Internals {
+    fn from(text: &String) -> Self {
+        Self {
+            commits: bench::metric_sum(text, "postern_spool_commit_duration_seconds_count"),
+            commit_seconds: bench::metric_sum(text, "postern_spool_commit_duration_seconds_sum"),
+            committed: bench::metric_sum(text, "postern_spool_commit_batch_size_sum"),
+            connections: bench::metric_sum(text, "postern_outbound_connections_total"),
+            delivered: bench::metric_sum(text, "postern_delivery_attempts_total"),
+            cpu_seconds: bench::metric_sum(text, "process_cpu_seconds_total"),
+        }
+    }
+}
+
+impl fmt::Display for Internals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        write!(
+            f,
+            "{:.0} spool commits (syncfs), {:.1} ms and {:.1} messages each on average; \
+                          {:.0} outbound connections, {:.1} deliveries each; {:.2} s of CPU, {:.0} us per \
+             delivered message",
+            self.commits,
+            1000.0 * per(self.commit_seconds, self.commits),
+            per(self.committed, self.commits),
+            self.connections,
+            per(self.delivered, self.connections),
+            self.cpu_seconds,
+            1e6 * per(self.cpu_seconds, self.delivered),
+        )
+    }
 }
 
 fn print_table(rows: &[Row]) {

@@ -153,7 +153,11 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
     let metrics = Arc::new(crate::metrics::Metrics::new(
         &config.metrics.destination_domains,
     )?);
-    let (spool, recovered) = Spool::open(&config.spool.directory, metrics.clone())?;
+    let (spool, recovered) = Spool::open(
+        &config.spool.directory,
+        config.spool.recycle_files,
+        metrics.clone(),
+    )?;
     let recovered_count = recovered.len();
     let queue = crate::queue::start(
         Arc::new(config.clone()),

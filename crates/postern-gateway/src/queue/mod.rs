@@ -236,7 +236,7 @@ pub fn start(
     metrics: Arc<Metrics>,
 ) -> Result<QueueHandle, QueueError> {
     let state_dir = spool.root().join("state");
-    std::fs::create_dir_all(&state_dir).map_err(|source| QueueError::StateDir {
+    crate::spool::private_dir(&state_dir).map_err(|source| QueueError::StateDir {
         path: state_dir.clone(),
         source,
     })?;

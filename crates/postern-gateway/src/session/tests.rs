@@ -32,7 +32,12 @@ fn fixture(tweak: impl FnOnce(&mut GatewayConfig)) -> Fixture {
     std::fs::write(&creds, format!("alice:{hash}:@example.com\n")).unwrap();
     let store = Arc::new(CredentialStore::load(&creds).unwrap());
     let metrics = Arc::new(crate::metrics::Metrics::new(&[]).unwrap());
-    let (spool, _) = Spool::open(&cfg.spool.directory, metrics.clone()).unwrap();
+    let (spool, _) = Spool::open(
+        &cfg.spool.directory,
+        cfg.spool.recycle_files,
+        metrics.clone(),
+    )
+    .unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let gw = Arc::new(Gateway::new(
         cfg,
