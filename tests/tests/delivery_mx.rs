@@ -366,20 +366,101 @@ fn several_messages_share_one_connection() {
     gw.reconfigure(|c| c.delivery.mode = DeliveryMode::Mx)
         .unwrap();
     mx.wait_for_delivered(5, Duration::from_secs(30)).unwrap();
+    // The connection closes when it has been idle for idle_connection_time (2 s).
+    wait_until("the session to end", Duration::from_secs(15), || {
+        sessions_and_transactions(&mx).0 >= 1
+    });
+    assert_eq!(
+        sessions_and_transactions(&mx),
+        (1, 5),
+        "five messages over one connection: {}",
+        mx.maillog().unwrap()
+    );
+}
+
+/// Sessions at the receiver that sent commands (the harness's port probe sends none)
+/// and ended, and the transactions it took.
+fn sessions_and_transactions(mx: &PostfixInstance) -> (usize, usize) {
     let log = mx.maillog().unwrap();
-    // Sessions that sent commands (the harness's port probe sends none).
     let sessions = log
         .lines()
         .filter(|l| {
             l.contains("smtpd[") && l.contains(": disconnect from") && !l.contains("commands=0/0")
         })
         .count();
-    assert_eq!(sessions, 1, "five messages over one connection: {log}");
     let transactions = log
         .lines()
         .filter(|l| l.contains("smtpd[") && l.contains(": client="))
         .count();
-    assert_eq!(transactions, 5, "{log}");
+    (sessions, transactions)
+}
+
+/// Messages arriving one at a time, each after the previous one was delivered, go over
+/// the connection kept open for the destination (`idle_connection_time`), which closes
+/// once it has been idle that long; with 0 each message opens its own.
+#[test]
+fn an_idle_connection_carries_the_next_messages_then_closes() {
+    for (n, idle, expected_sessions) in [(25, Duration::from_secs(3), 1), (26, Duration::ZERO, 3)] {
+        let dns = TestDns::start(&[
+            Record::mx("dest.test", 10, "mx.dest.test"),
+            Record::a("mx.dest.test", ip(n, 2)),
+        ])
+        .unwrap();
+        let mx = receiver(ip(n, 2), &["dest.test"]);
+        let gw = gateway(&dns, |c| c.delivery.limits.idle_connection_time = idle);
+        for i in 0..3 {
+            submit(
+                &gw,
+                "app@example.com",
+                &format!("user{i}@dest.test"),
+                &format!("one at a time {i}"),
+            );
+            mx.wait_for_delivered(i + 1, Duration::from_secs(30))
+                .unwrap();
+        }
+        // Every connection ends: at once, or when it has been idle for `idle`.
+        wait_until(
+            "the receiver's sessions to end",
+            Duration::from_secs(15),
+            || sessions_and_transactions(&mx).0 >= expected_sessions,
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            sessions_and_transactions(&mx),
+            (expected_sessions, 3),
+            "idle_connection_time {idle:?}: {}",
+            mx.maillog().unwrap()
+        );
+    }
+}
+
+/// A kept connection the server closed meanwhile (smtp-sink drops a client idle for
+/// 1 s) is noticed when the next message goes out; that message takes a new connection
+/// at once instead of being deferred.
+#[test]
+fn a_kept_connection_the_server_closed_is_replaced() {
+    let n = 27;
+    let dns = TestDns::start(&[
+        Record::mx("dest.test", 10, "mx.dest.test"),
+        Record::a("mx.dest.test", ip(n, 2)),
+    ])
+    .unwrap();
+    let sink = SmtpSink::start(port25(ip(n, 2)), &["-t", "1"]).unwrap();
+    let gw = gateway(&dns, |c| {
+        c.delivery.limits.idle_connection_time = Duration::from_secs(30);
+        // A deferral would be retried only after a minute: too late for the wait below.
+        c.delivery.retry.initial = Duration::from_secs(60);
+        c.delivery.retry.max = Duration::from_secs(60);
+    });
+    submit(&gw, "app@example.com", "a@dest.test", "first");
+    sink.wait_for_messages(1, Duration::from_secs(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    submit(&gw, "app@example.com", "b@dest.test", "second");
+    sink.wait_for_messages(2, Duration::from_secs(15)).unwrap();
+    let log = gw.log();
+    assert!(log.contains("session failed"), "{log}");
+    assert_eq!(log.matches("status=\"sent\"").count(), 2, "{log}");
+    assert!(!log.contains("status=\"deferred\""), "{log}");
 }
 
 /// A message that needs SMTPUTF8 bounces (5.6.7) at a receiver that does not offer it

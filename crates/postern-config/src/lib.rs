@@ -304,6 +304,15 @@ pub struct OutboundLimits {
     pub max_messages_per_connection: usize,
     /// Recipients in one transaction; more are sent in further transactions.
     pub max_recipients_per_transaction: usize,
+    /// How long a connection with nothing more to send stays open for the
+    /// destination's next messages (Postfix's `smtp_connection_cache_time_limit`).
+    /// 0 closes it as soon as its messages are sent.
+    #[serde(with = "humantime_serde")]
+    pub idle_connection_time: Duration,
+    /// A connection is not given more messages once it is this old (Postfix's
+    /// `smtp_connection_reuse_time_limit`).
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
 }
 
 impl Default for OutboundLimits {
@@ -313,6 +322,8 @@ impl Default for OutboundLimits {
             max_connections_per_destination: 10,
             max_messages_per_connection: 100,
             max_recipients_per_transaction: 100,
+            idle_connection_time: Duration::from_secs(2),
+            max_connection_age: Duration::from_secs(300),
         }
     }
 }

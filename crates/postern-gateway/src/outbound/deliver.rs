@@ -5,6 +5,11 @@
 //! moves the remaining jobs to the next host; what no host took is deferred with the
 //! last reason. Each recipient ends delivered, deferred or bounced, decided by the
 //! reply class (RFC 5321 §4.2.1).
+//!
+//! A run hands back the connection it ended on when it is still sound, so that the
+//! queue can keep it for the destination's next messages ([`Deliverer::resume`]); a
+//! kept connection that fails (the server closed it meanwhile) sends its jobs back
+//! through the normal route.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -111,11 +116,29 @@ pub struct Deliverer {
 }
 
 /// A connected, greeted (and possibly encrypted and authenticated) session.
-struct Session {
+pub struct Connection {
     client: SmtpClient<Conn>,
     remote: String,
     tls: TlsUsed,
+    /// Messages sent over it.
+    sent: usize,
+    opened: std::time::Instant,
 }
+
+impl Connection {
+    /// Messages sent over this connection so far.
+    pub fn sent(&self) -> usize {
+        self.sent
+    }
+
+    /// Time since it was opened.
+    pub fn age(&self) -> Duration {
+        self.opened.elapsed()
+    }
+}
+
+/// Results by message, and the connection to keep when it is still sound.
+pub type RunResult = (Vec<(String, Vec<RcptResult>)>, Option<Connection>);
 
 impl Deliverer {
     pub fn new(
@@ -145,15 +168,64 @@ impl Deliverer {
         }
     }
 
-    /// Delivers `jobs` along `route`; returns every recipient's result, by message.
-    pub async fn run(
+    /// Sends `jobs` over a connection kept from an earlier run. Returns the results of
+    /// what went, the jobs still to send (when the connection failed; they should take
+    /// the normal route) and the connection while it is sound.
+    pub async fn resume(
         &self,
-        route: &Route,
+        mut conn: Connection,
         jobs: Vec<Job>,
-        dest_label: &str,
-    ) -> Vec<(String, Vec<RcptResult>)> {
+    ) -> (Vec<(String, Vec<RcptResult>)>, Vec<Job>, Option<Connection>) {
         let mut remaining: VecDeque<Job> = jobs.into();
         let mut results = Vec::new();
+        let mut last_error = (String::new(), String::new());
+        if self
+            .send_all(&mut conn, &mut remaining, &mut results, &mut last_error)
+            .await
+        {
+            (results, Vec::new(), Some(conn))
+        } else {
+            (results, remaining.into(), None)
+        }
+    }
+
+    /// Ends a kept connection politely.
+    pub async fn close(&self, mut conn: Connection) {
+        conn.client.quit().await;
+    }
+
+    /// Sends jobs from the front of `remaining` until none is left (true) or the
+    /// connection fails (false; the failed job is back at the front).
+    async fn send_all(
+        &self,
+        conn: &mut Connection,
+        remaining: &mut VecDeque<Job>,
+        results: &mut Vec<(String, Vec<RcptResult>)>,
+        last_error: &mut (String, String),
+    ) -> bool {
+        while let Some(job) = remaining.pop_front() {
+            match self.send_job(conn, &job).await {
+                Ok(r) => {
+                    conn.sent += 1;
+                    results.push((job.id, r));
+                }
+                Err((status, why)) => {
+                    tracing::info!(host = %conn.remote, reason = %why, "session failed; trying the next host");
+                    *last_error = (status, why);
+                    remaining.push_front(job);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Delivers `jobs` along `route`; returns every recipient's result, by message,
+    /// and the connection the run ended on when it is still sound.
+    pub async fn run(&self, route: &Route, jobs: Vec<Job>, dest_label: &str) -> RunResult {
+        let mut remaining: VecDeque<Job> = jobs.into();
+        let mut results = Vec::new();
+        let mut kept = None;
         let mut last_error = (String::from("4.4.1"), String::from("no host to deliver to"));
         'hops: for hop in &route.hops {
             for &addr in &hop.addrs {
@@ -168,21 +240,11 @@ impl Deliverer {
                         continue;
                     }
                 };
-                let mut healthy = true;
-                while let Some(job) = remaining.pop_front() {
-                    match self.send_job(&mut session, &job).await {
-                        Ok(r) => results.push((job.id, r)),
-                        Err((status, why)) => {
-                            tracing::info!(host = %session.remote, reason = %why, "session failed; trying the next host");
-                            last_error = (status, why);
-                            remaining.push_front(job);
-                            healthy = false;
-                            break;
-                        }
-                    }
-                }
-                if healthy {
-                    session.client.quit().await;
+                if self
+                    .send_all(&mut session, &mut remaining, &mut results, &mut last_error)
+                    .await
+                {
+                    kept = Some(session);
                 }
             }
         }
@@ -201,7 +263,7 @@ impl Deliverer {
                 .collect();
             results.push((job.id, rcpts));
         }
-        results
+        (results, kept)
     }
 
     /// Connects to one address and prepares a session per the route's TLS and AUTH.
@@ -212,7 +274,7 @@ impl Deliverer {
         addr: SocketAddr,
         route: &Route,
         dest_label: &str,
-    ) -> Result<Session, (String, String)> {
+    ) -> Result<Connection, (String, String)> {
         let result = self.open_per_policy(hop, addr, route, dest_label).await;
         let (outcome, tls) = match &result {
             Ok(s) => ("ok", s.tls),
@@ -236,7 +298,7 @@ impl Deliverer {
         addr: SocketAddr,
         route: &Route,
         dest_label: &str,
-    ) -> Result<Session, (String, String)> {
+    ) -> Result<Connection, (String, String)> {
         match route.tls {
             TlsMode::Opportunistic { verify } => {
                 match self.open_with(hop, addr, route, true, verify).await {
@@ -265,7 +327,7 @@ impl Deliverer {
         route: &Route,
         use_tls: bool,
         verify: bool,
-    ) -> Result<Session, (String, String)> {
+    ) -> Result<Connection, (String, String)> {
         let remote = format!("{}[{}]", hop.name, addr.ip());
         let fail = |status: &str, why: String| (status.to_owned(), format!("{remote}: {why}"));
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
@@ -336,10 +398,12 @@ impl Deliverer {
                 .await
                 .map_err(|e| fail(&client_status(&e), format!("authentication failed: {e}")))?;
         }
-        Ok(Session {
+        Ok(Connection {
             client,
             remote,
             tls,
+            sent: 0,
+            opened: std::time::Instant::now(),
         })
     }
 
@@ -365,7 +429,7 @@ impl Deliverer {
     /// (or MAIL was refused temporarily) and the job should go to the next host.
     async fn send_job(
         &self,
-        s: &mut Session,
+        s: &mut Connection,
         job: &Job,
     ) -> Result<Vec<RcptResult>, (String, String)> {
         let result = |index: usize, outcome: Outcome, status: String, detail: String| RcptResult {

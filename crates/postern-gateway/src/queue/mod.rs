@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postern_config::{DeliveryMode, GatewayConfig, SmarthostTls, TlsPolicy};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::outbound::deliver::{Deliverer, Job, Outcome, RcptResult, Route, TlsMode};
+use crate::outbound::deliver::{
+    Connection, Deliverer, Job, Outcome, RcptResult, Route, RunResult, TlsMode,
+};
 use crate::outbound::route::{Resolution, Resolver};
 use crate::spool::{Envelope, Spool, SpooledMessage};
 use state::{DeliveryState, RcptStatus};
@@ -47,6 +49,10 @@ enum Event {
     Done {
         dest: String,
         results: Vec<(String, Vec<RcptResult>)>,
+        /// The worker keeps its connection open and waits here for more messages
+        /// for the same destination (an empty batch: close it), taking up to the
+        /// given number.
+        idle: Option<(oneshot::Sender<Vec<Job>>, usize)>,
     },
     Flush,
     /// Every recipient is final without a delivery run (expired): finish it.
@@ -96,7 +102,25 @@ impl Outbound {
         }
     }
 
-    async fn deliver(&self, dest: &str, jobs: Vec<Job>) -> Vec<(String, Vec<RcptResult>)> {
+    /// Delivers `jobs` to `dest`, first over `conn` (kept from an earlier run) when
+    /// given; returns the results and the connection to keep, if it is sound.
+    async fn deliver(&self, dest: &str, jobs: Vec<Job>, conn: Option<Connection>) -> RunResult {
+        let mut done = Vec::new();
+        let mut jobs = jobs;
+        if let Some(conn) = conn {
+            let (results, rest, kept) = self.deliverer.resume(conn, jobs).await;
+            if kept.is_some() || rest.is_empty() {
+                return (results, kept);
+            }
+            done = results;
+            jobs = rest;
+        }
+        let (results, kept) = self.route_and_deliver(dest, jobs).await;
+        done.extend(results);
+        (done, kept)
+    }
+
+    async fn route_and_deliver(&self, dest: &str, jobs: Vec<Job>) -> RunResult {
         let route = match self.mode {
             DeliveryMode::Smarthost => match &self.config.delivery.smarthost {
                 Some(sh) => match self.resolver.host(&sh.host).await {
@@ -143,24 +167,26 @@ impl Outbound {
                     .run(&route, jobs, self.deliverer.metrics.destination(dest))
                     .await
             }
-            Err((outcome, status, why)) => jobs
-                .into_iter()
-                .map(|j| {
-                    let results = j
-                        .rcpts
-                        .iter()
-                        .map(|&(index, _)| RcptResult {
-                            index,
-                            outcome,
-                            status: status.to_owned(),
-                            detail: why.clone(),
-                            remote: None,
-                            tls: crate::outbound::deliver::TlsUsed::None,
-                        })
-                        .collect();
-                    (j.id, results)
-                })
-                .collect(),
+            Err((outcome, status, why)) => (
+                jobs.into_iter()
+                    .map(|j| {
+                        let results = j
+                            .rcpts
+                            .iter()
+                            .map(|&(index, _)| RcptResult {
+                                index,
+                                outcome,
+                                status: status.to_owned(),
+                                detail: why.clone(),
+                                remote: None,
+                                tls: crate::outbound::deliver::TlsUsed::None,
+                            })
+                            .collect();
+                        (j.id, results)
+                    })
+                    .collect(),
+                None,
+            ),
         }
     }
 }
@@ -174,6 +200,15 @@ struct Entry {
     failed_now: Vec<(usize, String, String, Option<String>)>,
 }
 
+/// A worker holding an open connection with nothing to send, waiting for more
+/// messages for its destination until `deadline`.
+struct Idle {
+    deadline: Instant,
+    more: oneshot::Sender<Vec<Job>>,
+    /// Messages it may still take.
+    room: usize,
+}
+
 struct Scheduler {
     config: Arc<GatewayConfig>,
     spool: Spool,
@@ -183,8 +218,11 @@ struct Scheduler {
     entries: HashMap<String, Entry>,
     ready: HashMap<String, VecDeque<String>>,
     timers: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Connections (open or opening) by destination, idle ones included.
     active: HashMap<String, usize>,
     total_active: usize,
+    /// Open connections waiting for work, oldest first, by destination.
+    idle: HashMap<String, VecDeque<Idle>>,
     metrics: Arc<Metrics>,
 }
 
@@ -297,6 +335,7 @@ pub fn start(
         timers: BinaryHeap::new(),
         active: HashMap::new(),
         total_active: 0,
+        idle: HashMap::new(),
         metrics,
     };
     scheduler.remove_orphan_states(&recovered);
@@ -331,7 +370,18 @@ impl Scheduler {
         self.dispatch();
         let mut gauges = tokio::time::interval(Duration::from_secs(5));
         loop {
-            let next_timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            let next_idle = self
+                .idle
+                .values()
+                .filter_map(|q| q.front().map(|i| i.deadline))
+                .min();
+            let next_timer = self
+                .timers
+                .peek()
+                .map(|Reverse((t, _))| *t)
+                .into_iter()
+                .chain(next_idle)
+                .min();
             let sleep = async {
                 match next_timer {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -351,14 +401,87 @@ impl Scheduler {
             };
             match event {
                 Some(Event::Add(msg)) => self.add(msg),
-                Some(Event::Done { dest, results }) => self.done(&dest, results).await,
+                Some(Event::Done {
+                    dest,
+                    results,
+                    idle,
+                }) => {
+                    self.done(&dest, results).await;
+                    self.park(dest, idle);
+                }
                 Some(Event::Flush) => self.flush(),
                 Some(Event::Finish(id)) => self.finish_attempt(&id).await,
                 None => {}
             }
             self.release_due();
+            self.close_expired_idle();
             self.dispatch();
         }
+    }
+
+    /// A worker reported back: keep its connection for the destination's next
+    /// messages, or count it closed.
+    fn park(&mut self, dest: String, idle: Option<(oneshot::Sender<Vec<Job>>, usize)>) {
+        let wait = self.config.delivery.limits.idle_connection_time;
+        match idle {
+            Some((more, room)) if room > 0 && !wait.is_zero() => {
+                self.idle.entry(dest).or_default().push_back(Idle {
+                    deadline: Instant::now() + wait,
+                    more,
+                    room,
+                });
+            }
+            // Dropping `more` tells the worker to close.
+            _ => self.closed(&dest),
+        }
+    }
+
+    fn closed(&mut self, dest: &str) {
+        if let Some(n) = self.active.get_mut(dest) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.active.remove(dest);
+            }
+        }
+        self.total_active = self.total_active.saturating_sub(1);
+    }
+
+    /// Closes connections idle for longer than `idle_connection_time`.
+    fn close_expired_idle(&mut self) {
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        for (dest, queue) in &mut self.idle {
+            while queue.front().is_some_and(|i| i.deadline <= now) {
+                queue.pop_front();
+                closed.push(dest.clone());
+            }
+        }
+        self.idle.retain(|_, q| !q.is_empty());
+        for dest in closed {
+            self.closed(&dest);
+        }
+    }
+
+    /// Closes the longest-idle connection of a destination other than `dest`, to make
+    /// room under the global limit; false when there is none.
+    fn close_idle_elsewhere(&mut self, dest: &str) -> bool {
+        let victim = self
+            .idle
+            .iter()
+            .filter(|(d, q)| d.as_str() != dest && !q.is_empty())
+            .min_by_key(|(_, q)| q.front().map(|i| i.deadline))
+            .map(|(d, _)| d.clone());
+        let Some(victim) = victim else {
+            return false;
+        };
+        if let Some(q) = self.idle.get_mut(&victim) {
+            q.pop_front();
+            if q.is_empty() {
+                self.idle.remove(&victim);
+            }
+        }
+        self.closed(&victim);
+        true
     }
 
     /// Queue depth and age for the metrics; a full pass, so only every few seconds.
@@ -519,7 +642,7 @@ impl Scheduler {
         let Some(outbound) = self.outbound.clone() else {
             return;
         };
-        let limits = &self.config.delivery.limits;
+        let limits = self.config.delivery.limits.clone();
         let dests: Vec<String> = self
             .ready
             .iter()
@@ -527,60 +650,130 @@ impl Scheduler {
             .map(|(d, _)| d.clone())
             .collect();
         for dest in dests {
-            loop {
+            // Connections kept open for this destination first, the most recently
+            // used one first, so that the surplus ones reach their idle time.
+            while self.ready.get(&dest).is_some_and(|q| !q.is_empty()) {
+                let Some(idle) = self.idle.get_mut(&dest).and_then(VecDeque::pop_back) else {
+                    break;
+                };
+                let jobs = self.take_jobs(&dest, idle.room, outbound.mode);
+                if jobs.is_empty() {
+                    // Only messages removed meanwhile were queued.
+                    self.idle.entry(dest.clone()).or_default().push_back(idle);
+                    continue;
+                }
+                if let Err(jobs) = idle.more.send(jobs) {
+                    // The worker is gone: its messages wait for the next connection.
+                    if let Some(q) = self.ready.get_mut(&dest) {
+                        for job in jobs.into_iter().rev() {
+                            q.push_front(job.id);
+                        }
+                    }
+                    self.closed(&dest);
+                }
+            }
+            if self.idle.get(&dest).is_some_and(VecDeque::is_empty) {
+                self.idle.remove(&dest);
+            }
+            while self.ready.get(&dest).is_some_and(|q| !q.is_empty()) {
                 let active = self.active.get(&dest).copied().unwrap_or(0);
-                if active >= limits.max_connections_per_destination
-                    || self.total_active >= limits.max_connections
+                if active >= limits.max_connections_per_destination {
+                    break;
+                }
+                if self.total_active >= limits.max_connections && !self.close_idle_elsewhere(&dest)
                 {
                     break;
                 }
-                let Some(queue) = self.ready.get_mut(&dest) else {
-                    break;
-                };
-                if queue.is_empty() {
-                    break;
-                }
-                let take = queue.len().min(limits.max_messages_per_connection);
-                let ids: Vec<String> = queue.drain(..take).collect();
-                let mut jobs = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    if let Some(e) = self.entries.get(id) {
-                        let env = &e.msg.envelope;
-                        jobs.push(Job {
-                            id: id.clone(),
-                            sender: env.sender.clone(),
-                            smtputf8: env.smtputf8,
-                            eight_bit: env.eight_bit,
-                            size: e.msg.size,
-                            rcpts: e
-                                .state
-                                .pending()
-                                .filter(|&i| {
-                                    destination(outbound.mode, &e.state.recipients[i].address)
-                                        == dest
-                                })
-                                .map(|i| (i, e.state.recipients[i].address.clone()))
-                                .collect(),
-                        });
-                    }
+                let jobs = self.take_jobs(&dest, limits.max_messages_per_connection, outbound.mode);
+                if jobs.is_empty() {
+                    continue;
                 }
                 *self.active.entry(dest.clone()).or_insert(0) += 1;
                 self.total_active += 1;
-                let (tx, ob, d) = (self.tx.clone(), outbound.clone(), dest.clone());
-                tokio::spawn(async move {
-                    let results = ob.deliver(&d, jobs).await;
-                    let _ = tx.send(Event::Done { dest: d, results });
-                });
+                self.spawn_worker(&outbound, dest.clone(), jobs);
             }
         }
         self.ready.retain(|_, q| !q.is_empty());
     }
 
-    async fn done(&mut self, dest: &str, results: Vec<(String, Vec<RcptResult>)>) {
-        if let Some(n) = self.active.get_mut(dest) {
-            *n = n.saturating_sub(1);
+    /// Up to `n` messages from the destination's ready queue, with their recipients
+    /// there.
+    fn take_jobs(&mut self, dest: &str, n: usize, mode: DeliveryMode) -> Vec<Job> {
+        let Some(queue) = self.ready.get_mut(dest) else {
+            return Vec::new();
+        };
+        let take = queue.len().min(n);
+        let ids: Vec<String> = queue.drain(..take).collect();
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(e) = self.entries.get(&id) {
+                let env = &e.msg.envelope;
+                jobs.push(Job {
+                    sender: env.sender.clone(),
+                    smtputf8: env.smtputf8,
+                    eight_bit: env.eight_bit,
+                    size: e.msg.size,
+                    rcpts: e
+                        .state
+                        .pending()
+                        .filter(|&i| destination(mode, &e.state.recipients[i].address) == dest)
+                        .map(|i| (i, e.state.recipients[i].address.clone()))
+                        .collect(),
+                    id,
+                });
+            }
         }
-        self.total_active = self.total_active.saturating_sub(1);
+        jobs
+    }
+
+    /// A worker: delivers its messages, then keeps the connection open for more of
+    /// the destination's messages while the scheduler has any for it, within the
+    /// per-connection message count and age limits.
+    fn spawn_worker(&self, outbound: &Arc<Outbound>, dest: String, jobs: Vec<Job>) {
+        let limits = &self.config.delivery.limits;
+        let (max_messages, max_age) = (
+            limits.max_messages_per_connection,
+            limits.max_connection_age,
+        );
+        let (tx, ob) = (self.tx.clone(), outbound.clone());
+        tokio::spawn(async move {
+            let mut jobs = jobs;
+            let mut conn = None;
+            loop {
+                let (results, kept) = ob.deliver(&dest, jobs, conn.take()).await;
+                let room = kept.as_ref().map_or(0, |c: &Connection| {
+                    if c.age() < max_age {
+                        max_messages.saturating_sub(c.sent())
+                    } else {
+                        0
+                    }
+                });
+                let (more, next) = oneshot::channel();
+                let idle = (room > 0).then_some((more, room));
+                let _ = tx.send(Event::Done {
+                    dest: dest.clone(),
+                    results,
+                    idle,
+                });
+                let Some(c) = kept else {
+                    return;
+                };
+                match next.await {
+                    Ok(more_jobs) if !more_jobs.is_empty() => {
+                        jobs = more_jobs;
+                        conn = Some(c);
+                    }
+                    // Nothing more, or the connection was not kept: QUIT.
+                    _ => {
+                        ob.deliverer.close(c).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn done(&mut self, dest: &str, results: Vec<(String, Vec<RcptResult>)>) {
         for (id, rcpts) in results {
             let Some(entry) = self.entries.get_mut(&id) else {
                 continue;
