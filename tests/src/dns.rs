@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::postfix::{free_port, require, scratch_dir};
+use crate::postfix::{free_port, require, scratch_dir, spawn_on_free_port};
 
 /// TTL of every positive record the server answers.
 pub const TTL: u32 = 60;
@@ -144,43 +144,37 @@ impl TestDns {
         let log_file = dir.path().join("unbound.log");
         let conf_file = dir.path().join("unbound.conf");
         let stderr_file = dir.path().join("unbound.stderr");
-        let mut last_err = None;
-        // A port that was free when picked can be taken before Unbound binds it; pick again.
-        for _ in 0..5 {
-            let addr = free_udp_tcp_addr()?;
-            std::fs::write(&conf_file, config(addr, dir.path(), &log_file, records)?)
-                .with_context(|| format!("writing {}", conf_file.display()))?;
-            let _ = std::fs::remove_file(&log_file);
-            // Only what Unbound says before it opens its log file goes here.
-            let stderr = std::fs::File::create(&stderr_file)
-                .with_context(|| format!("creating {}", stderr_file.display()))?;
-            let mut child = Command::new(&unbound)
-                .arg("-d")
-                .arg("-c")
-                .arg(&conf_file)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .with_context(|| format!("starting {}", unbound.display()))?;
-            let outputs = [stderr_file.as_path(), log_file.as_path()];
-            match wait_ready(&mut child, addr, &outputs, Duration::from_secs(10)) {
-                Ok(()) => {
-                    return Ok(TestDns {
-                        child,
-                        addr,
-                        log_file,
-                        _dir: dir,
-                    });
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_err = Some(e);
-                }
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow!("unbound did not start")))
+        let (child, addr) = spawn_on_free_port(
+            "unbound",
+            free_udp_tcp_addr,
+            |addr| {
+                std::fs::write(&conf_file, config(addr, dir.path(), &log_file, records)?)
+                    .with_context(|| format!("writing {}", conf_file.display()))?;
+                let _ = std::fs::remove_file(&log_file);
+                // Only what Unbound says before it opens its log file goes here.
+                let stderr = std::fs::File::create(&stderr_file)
+                    .with_context(|| format!("creating {}", stderr_file.display()))?;
+                Command::new(&unbound)
+                    .arg("-d")
+                    .arg("-c")
+                    .arg(&conf_file)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(stderr)
+                    .spawn()
+                    .with_context(|| format!("starting {}", unbound.display()))
+            },
+            |child, addr| {
+                let outputs = [stderr_file.as_path(), log_file.as_path()];
+                wait_ready(child, addr, &outputs, Duration::from_secs(10))
+            },
+        )?;
+        Ok(TestDns {
+            child,
+            addr,
+            log_file,
+            _dir: dir,
+        })
     }
 
     /// Where the server listens, over both UDP and TCP.

@@ -131,6 +131,31 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
+/// Starts a server on a port picked by `pick`: `spawn` starts it there and `ready` waits
+/// until it serves. A port that was free when picked can be taken before the server
+/// binds it, so on failure the child is killed and another port tried, five times.
+pub fn spawn_on_free_port(
+    what: &str,
+    mut pick: impl FnMut() -> Result<SocketAddr>,
+    mut spawn: impl FnMut(SocketAddr) -> Result<Child>,
+    mut ready: impl FnMut(&mut Child, SocketAddr) -> Result<()>,
+) -> Result<(Child, SocketAddr)> {
+    let mut last_err = None;
+    for _ in 0..5 {
+        let addr = pick()?;
+        let mut child = spawn(addr)?;
+        match ready(&mut child, addr) {
+            Ok(()) => return Ok((child, addr)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| anyhow!("{what} did not start")))
+}
+
 /// Waits until something accepts TCP connections on `addr`.
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;

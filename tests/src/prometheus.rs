@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
-use crate::postfix::{free_port, require, scratch_dir};
+use crate::postfix::{free_local_addr, require, scratch_dir, spawn_on_free_port};
 
 /// The scrape job every target belongs to.
 pub const JOB: &str = "postern";
@@ -55,40 +55,31 @@ impl Prometheus {
         let storage = dir.path().join("data");
         std::fs::write(&conf_file, config(targets, rule_files)?)
             .with_context(|| format!("writing {}", conf_file.display()))?;
-        let mut last_err = None;
-        // A port that was free when picked can be taken before Prometheus binds it.
-        for _ in 0..5 {
-            let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            let addr = SocketAddr::new(ip, free_port(ip)?);
-            let log = std::fs::File::create(&log_file)
-                .with_context(|| format!("creating {}", log_file.display()))?;
-            let mut child = Command::new(&prometheus)
-                .arg(format!("--config.file={}", conf_file.display()))
-                .arg(format!("--storage.tsdb.path={}", storage.display()))
-                .arg(format!("--web.listen-address={addr}"))
-                .arg("--storage.tsdb.retention.time=1d")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", prometheus.display()))?;
-            match wait_ready(&mut child, addr, &log_file, Duration::from_secs(30)) {
-                Ok(()) => {
-                    return Ok(Prometheus {
-                        child,
-                        addr,
-                        log_file,
-                        _dir: dir,
-                    });
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_err = Some(e);
-                }
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow!("prometheus did not start")))
+        let (child, addr) = spawn_on_free_port(
+            "prometheus",
+            free_local_addr,
+            |addr| {
+                let log = std::fs::File::create(&log_file)
+                    .with_context(|| format!("creating {}", log_file.display()))?;
+                Command::new(&prometheus)
+                    .arg(format!("--config.file={}", conf_file.display()))
+                    .arg(format!("--storage.tsdb.path={}", storage.display()))
+                    .arg(format!("--web.listen-address={addr}"))
+                    .arg("--storage.tsdb.retention.time=1d")
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()
+                    .with_context(|| format!("starting {}", prometheus.display()))
+            },
+            |child, addr| wait_ready(child, addr, &log_file, Duration::from_secs(30)),
+        )?;
+        Ok(Prometheus {
+            child,
+            addr,
+            log_file,
+            _dir: dir,
+        })
     }
 
     /// Where the web UI and API listen.
@@ -310,8 +301,7 @@ mod tests {
 
     #[test]
     fn answers_queries_and_scrapes_targets() {
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let placeholder = SocketAddr::new(ip, free_port(ip).unwrap());
+        let placeholder = free_local_addr().unwrap();
         let prom = Prometheus::start(&[placeholder], &[]).unwrap();
         let v = prom.query("vector(1) + 1").unwrap();
         assert_eq!(v["status"], "success", "{v}");
