@@ -458,7 +458,7 @@ fn a_kept_connection_the_server_closed_is_replaced() {
     submit(&gw, "app@example.com", "b@dest.test", "second");
     sink.wait_for_messages(2, Duration::from_secs(15)).unwrap();
     let log = gw.log();
-    assert!(log.contains("session failed"), "{log}");
+    assert!(log.contains("kept connection no longer usable"), "{log}");
     assert_eq!(log.matches("status=\"sent\"").count(), 2, "{log}");
     assert!(!log.contains("status=\"deferred\""), "{log}");
 }

@@ -185,6 +185,8 @@ impl Deliverer {
         {
             (results, Vec::new(), Some(conn))
         } else {
+            // Typically the server closed the connection while it was kept.
+            tracing::info!(host = %conn.remote, reason = %last_error.1, "kept connection no longer usable; opening a new one");
             (results, remaining.into(), None)
         }
     }
@@ -210,7 +212,6 @@ impl Deliverer {
                     results.push((job.id, r));
                 }
                 Err((status, why)) => {
-                    tracing::info!(host = %conn.remote, reason = %why, "session failed; trying the next host");
                     *last_error = (status, why);
                     remaining.push_front(job);
                     return false;
@@ -245,6 +246,8 @@ impl Deliverer {
                     .await
                 {
                     kept = Some(session);
+                } else {
+                    tracing::info!(host = %session.remote, reason = %last_error.1, "session failed; trying the next host");
                 }
             }
         }
