@@ -71,6 +71,7 @@ use postern_tests::loadgen::{self, LoadReport, LoadSpec, Stop};
 use postern_tests::postfix::{
     self, CertFiles, Delivery, PostfixInstance, SmtpSink, SubmissionOptions,
 };
+use postern_tests::prometheus::metric_sum;
 
 /// Postfix's `default_destination_concurrency_limit` out of the box (3.x).
 const POSTFIX_DEFAULT_CONCURRENCY: usize = 20;
@@ -449,12 +450,12 @@ struct Internals {
 impl From<&String> for Internals {
     fn from(text: &String) -> Self {
         Self {
-            commits: bench::metric_sum(text, "postern_spool_commit_duration_seconds_count"),
-            commit_seconds: bench::metric_sum(text, "postern_spool_commit_duration_seconds_sum"),
-            committed: bench::metric_sum(text, "postern_spool_commit_batch_size_sum"),
-            connections: bench::metric_sum(text, "postern_outbound_connections_total"),
-            delivered: bench::metric_sum(text, "postern_delivery_attempts_total"),
-            cpu_seconds: bench::metric_sum(text, "process_cpu_seconds_total"),
+            commits: metric_sum(text, "postern_spool_commit_duration_seconds_count"),
+            commit_seconds: metric_sum(text, "postern_spool_commit_duration_seconds_sum"),
+            committed: metric_sum(text, "postern_spool_commit_batch_size_sum"),
+            connections: metric_sum(text, "postern_outbound_connections_total"),
+            delivered: metric_sum(text, "postern_delivery_attempts_total"),
+            cpu_seconds: metric_sum(text, "process_cpu_seconds_total"),
         }
     }
 }

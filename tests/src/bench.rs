@@ -361,28 +361,3 @@ pub fn prepare_run(gateway: Option<&std::path::Path>) -> Result<RunFiles> {
         credentials,
     })
 }
-
-/// The sum of every sample of metric `name` (any labels) in Prometheus text format.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            if !(rest.starts_with('{') || rest.starts_with(' ')) {
-                return None;
-            }
-            l.rsplit_once(' ')?.1.parse::<f64>().ok()
-        })
-        .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn metric_sum_adds_every_series_of_one_name() {
-        let text = "# HELP a_total x\na_total{k=\"1\"} 2\na_total{k=\"2\"} 3.5\na_total_x 9\nb 1\n";
-        assert_eq!(super::metric_sum(text, "a_total"), 5.5);
-        assert_eq!(super::metric_sum(text, "b"), 1.0);
-        assert_eq!(super::metric_sum(text, "c"), 0.0);
-    }
-}

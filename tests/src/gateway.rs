@@ -254,6 +254,15 @@ impl TestGateway {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The gateway's Prometheus metrics, as text.
+    pub fn metrics(&self) -> Result<String> {
+        let (status, body) = crate::prometheus::http_get(self.config.metrics.address, "/metrics")?;
+        if status != 200 {
+            bail!("GET /metrics: status {status}");
+        }
+        Ok(body)
+    }
+
     /// Everything the gateway logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

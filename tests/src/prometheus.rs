@@ -274,6 +274,20 @@ pub fn http_get(addr: SocketAddr, path_and_query: &str) -> Result<(u16, String)>
     ))
 }
 
+/// The sum of every sample of metric `name` (any labels) in Prometheus text format.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            l.rsplit_once(' ')?.1.parse::<f64>().ok()
+        })
+        .sum()
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
@@ -290,6 +304,14 @@ pub fn url_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_sum_adds_every_series_of_one_name() {
+        let text = "# HELP a_total x\na_total{k=\"1\"} 2\na_total{k=\"2\"} 3.5\na_total_x 9\nb 1\n";
+        assert_eq!(metric_sum(text, "a_total"), 5.5);
+        assert_eq!(metric_sum(text, "b"), 1.0);
+        assert_eq!(metric_sum(text, "c"), 0.0);
+    }
 
     #[test]
     fn url_encoding_keeps_unreserved_only() {

@@ -17,6 +17,7 @@ use postern_tests::gateway::TestGateway;
 use postern_tests::postfix::{
     PostfixInstance, ReceiverOptions, SmtpSink, scratch_dir, write_self_signed_cert,
 };
+use postern_tests::prometheus::metric_sum;
 use postern_tests::smtp::Smtp;
 
 fn ip(net: u8, host: u8) -> Ipv4Addr {
@@ -461,6 +462,16 @@ fn a_kept_connection_the_server_closed_is_replaced() {
     assert!(log.contains("kept connection no longer usable"), "{log}");
     assert_eq!(log.matches("status=\"sent\"").count(), 2, "{log}");
     assert!(!log.contains("status=\"deferred\""), "{log}");
+    // The new connection is kept: the gauge (updated every 5 s) shows it idle.
+    wait_until(
+        "an idle connection in the metrics",
+        Duration::from_secs(12),
+        || {
+            let text = gw.metrics().unwrap();
+            metric_sum(&text, "postern_outbound_connections_open") == 1.0
+                && text.contains("postern_outbound_connections_open{state=\"idle\"} 1")
+        },
+    );
 }
 
 /// A message that needs SMTPUTF8 bounces (5.6.7) at a receiver that does not offer it

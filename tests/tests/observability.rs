@@ -57,6 +57,7 @@ const TRAFFIC_PANELS: &[&str] = &[
     "Deliveries /s by result",
     "Queue depth by state",
     "Sessions active by listener",
+    "Outbound connections open by state",
 ];
 
 /// Runs promtool with `args`; returns (success, stdout + stderr).

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub queue_messages: IntGaugeVec,
     pub queue_recipients: IntGaugeVec,
     pub queue_oldest_age: IntGauge,
+    pub outbound_open: IntGaugeVec,
     pub delivery_attempts: IntCounterVec,
     pub delivery_latency: HistogramVec,
     pub outbound_connections: IntCounterVec,
@@ -168,6 +169,12 @@ impl Metrics {
                 &[],
             )?
             .with_label_values(&[] as &[&str]),
+            outbound_open: gauge(
+                &r,
+                "postern_outbound_connections_open",
+                "Outbound connections open (or opening) by state: busy delivering, or idle and kept for the destination's next messages.",
+                &["state"],
+            )?,
             delivery_attempts: counter(
                 &r,
                 "postern_delivery_attempts_total",

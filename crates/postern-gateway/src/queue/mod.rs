@@ -515,6 +515,15 @@ impl Scheduler {
         self.metrics
             .queue_oldest_age
             .set(i64::try_from(now - oldest).unwrap_or(0));
+        let idle: usize = self.idle.values().map(VecDeque::len).sum();
+        let gauge = |state: &str, n: usize| {
+            self.metrics
+                .outbound_open
+                .with_label_values(&[state])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        };
+        gauge("busy", self.total_active.saturating_sub(idle));
+        gauge("idle", idle);
     }
 
     fn remove_orphan_states(&self, recovered: &[SpooledMessage]) {
