@@ -149,11 +149,27 @@ impl Recycler {
                 path,
                 rustix::fs::RenameFlags::NOREPLACE,
             );
-            if moved.is_err() {
-                let _ = fs::remove_file(&from);
-                continue;
+            match moved {
+                Ok(()) => {}
+                Err(rustix::io::Errno::EXIST) => {
+                    // Not the free file's fault: keep it for the next message.
+                    if let Ok(mut pool) = self.pool.lock() {
+                        pool.push(name);
+                    }
+                    return Err(io_err(path)(io::Error::from(rustix::io::Errno::EXIST)));
+                }
+                Err(_) => {
+                    let _ = fs::remove_file(&from);
+                    continue;
+                }
             }
-            match OpenOptions::new().write(true).open(path) {
+            let opened = OpenOptions::new().write(true).open(path).and_then(|file| {
+                // Files from an older version may have been created with wider modes.
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(fs::Permissions::from_mode(0o600))?;
+                Ok(file)
+            });
+            match opened {
                 Ok(file) => return Ok((file, true)),
                 Err(_) => {
                     let _ = fs::remove_file(path);
@@ -252,6 +268,7 @@ impl Spool {
             len: 0,
             crc: crc32fast::Hasher::new(),
             finished: false,
+            on_disk: false,
         }
     }
 
@@ -297,9 +314,30 @@ pub fn copy_body(dir: &Path, id: &str, out: &mut impl Write) -> Result<(), Spool
             source: e,
         },
     })?;
-    let (msg, _) = validate(&mut file, &path)?;
+    let (msg, (crc, env_len)) = validate(&mut file, &path)?;
+    // The file can be delivered, recycled and reused by another message while it is
+    // read: check the CRC again over what was actually copied.
     file.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
-    io::copy(&mut file.take(msg.size), out).map_err(io_err(&path))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut reader = (&mut file).take(msg.size);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut chunk).map_err(io_err(&path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+        out.write_all(&chunk[..n]).map_err(io_err(&path))?;
+    }
+    let mut env = vec![0u8; env_len as usize];
+    file.read_exact(&mut env).map_err(io_err(&path))?;
+    hasher.update(&env);
+    if hasher.finalize() != crc {
+        return Err(SpoolError::Damaged {
+            path,
+            what: "changed while being read (delivered meanwhile)",
+        });
+    }
     Ok(())
 }
 
@@ -314,6 +352,8 @@ pub struct SpoolWriter {
     len: u64,
     crc: crc32fast::Hasher,
     finished: bool,
+    /// A file may exist at `path` (content was written out, or is being).
+    on_disk: bool,
 }
 
 impl SpoolWriter {
@@ -347,6 +387,9 @@ impl SpoolWriter {
         let buf = std::mem::take(&mut self.buf);
         let file = self.file.take();
         let path = self.path.clone();
+        // Even if this write fails or the session is cancelled while it runs, a file may
+        // be left at `path`: abort and drop remove it.
+        self.on_disk = true;
         let recycler = self.spool.recycler.clone();
         let (file, mut buf) = tokio::task::spawn_blocking(move || {
             let mut file = match file {
@@ -405,7 +448,8 @@ impl SpoolWriter {
     /// Drops the message (refused, aborted or connection lost).
     pub async fn abort(mut self) {
         self.finished = true;
-        if self.file.take().is_some() {
+        self.file = None;
+        if self.on_disk {
             let path = self.path.clone();
             let _ = tokio::task::spawn_blocking(move || fs::remove_file(path)).await;
         }
@@ -416,7 +460,7 @@ impl Drop for SpoolWriter {
     fn drop(&mut self) {
         // A session that ended without commit or abort (its task was cancelled):
         // the partial file must not stay behind.
-        if !self.finished && self.file.take().is_some() {
+        if !self.finished && self.on_disk {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -424,12 +468,17 @@ impl Drop for SpoolWriter {
 
 /// Creates a directory (and its parents) that only the gateway's user may enter; mail
 /// lives there.
+/// An existing directory (from an older version) is made private too.
 pub fn private_dir(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(path)
+        .create(path)?;
+    if fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 fn create_file(path: &Path) -> Result<File, SpoolError> {
@@ -553,7 +602,8 @@ fn scan(messages: &Path, repair: bool) -> Result<Vec<SpooledMessage>, SpoolError
 }
 
 /// Checks one file's footer and CRC; returns the message and the footer fields.
-fn validate(file: &mut File, path: &Path) -> Result<(SpooledMessage, u32), SpoolError> {
+/// The footer's CRC and envelope length come back with the message.
+fn validate(file: &mut File, path: &Path) -> Result<(SpooledMessage, (u32, u32)), SpoolError> {
     let damaged = |what| SpoolError::Damaged {
         path: path.to_owned(),
         what,
@@ -600,7 +650,7 @@ fn validate(file: &mut File, path: &Path) -> Result<(SpooledMessage, u32), Spool
             envelope,
             size: body_len,
         },
-        crc,
+        (crc, env_len),
     ))
 }
 
@@ -781,7 +831,19 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(spool.messages_dir()), 0o700);
         assert_eq!(mode(&dir.path().join("spool/free")), 0o700);
-        assert_eq!(mode(&spool.messages_dir().join(id)), 0o600);
+        assert_eq!(mode(&spool.messages_dir().join(&id)), 0o600);
+        // A spool left by an older version with wider modes is made private, and so is
+        // a recycled file when it is reused.
+        drop(spool);
+        let open_up = |p: &Path, m| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+        open_up(&dir.path().join("spool/messages"), 0o755);
+        open_up(&dir.path().join("spool/messages").join(&id), 0o644);
+        let (spool, _) = Spool::open(&dir.path().join("spool"), 10, test_metrics()).unwrap();
+        assert_eq!(mode(spool.messages_dir()), 0o700);
+        spool.remove(&id);
+        let next = store(&spool, b"next\r\n").await;
+        assert!(names(&dir.path().join("spool/free")).is_empty());
+        assert_eq!(mode(&spool.messages_dir().join(next)), 0o600);
     }
 
     #[tokio::test]

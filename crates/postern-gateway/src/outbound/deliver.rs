@@ -123,6 +123,9 @@ pub struct Connection {
     /// Messages sent over it.
     sent: usize,
     opened: std::time::Instant,
+    /// Set when the connection can no longer be trusted although the current job's
+    /// results are known (status and reason for the log and the next host).
+    broken: Option<(String, String)>,
 }
 
 impl Connection {
@@ -197,7 +200,8 @@ impl Deliverer {
     }
 
     /// Sends jobs from the front of `remaining` until none is left (true) or the
-    /// connection fails (false; the failed job is back at the front).
+    /// connection fails (false): the failed job is back at the front, unless part of it
+    /// went through (then its results are in `results`, the rest of it deferred).
     async fn send_all(
         &self,
         conn: &mut Connection,
@@ -210,6 +214,10 @@ impl Deliverer {
                 Ok(r) => {
                     conn.sent += 1;
                     results.push((job.id, r));
+                    if let Some(failure) = conn.broken.take() {
+                        *last_error = failure;
+                        return false;
+                    }
                 }
                 Err((status, why)) => {
                     *last_error = (status, why);
@@ -407,6 +415,7 @@ impl Deliverer {
             tls,
             sent: 0,
             opened: std::time::Instant::now(),
+            broken: None,
         })
     }
 
@@ -480,7 +489,21 @@ impl Deliverer {
                 .collect());
         }
         let mut out = Vec::with_capacity(job.rcpts.len());
-        for chunk in job.rcpts.chunks(self.max_rcpts) {
+        // Recipients from `from` on end deferred with `status` and `why`: once a
+        // transaction of this job went through, the job is never sent again as a whole
+        // (that would deliver twice to the earlier recipients).
+        let defer_from = |out: &mut Vec<RcptResult>, from: usize, status: &str, why: &str| {
+            for &(i, _) in job.rcpts.iter().skip(from) {
+                out.push(result(
+                    i,
+                    Outcome::Deferred,
+                    status.to_owned(),
+                    why.to_owned(),
+                ));
+            }
+        };
+        for (n, chunk) in job.rcpts.chunks(self.max_rcpts).enumerate() {
+            let start = n * self.max_rcpts;
             let addrs: Vec<String> = chunk.iter().map(|(_, a)| a.clone()).collect();
             let msg = Outgoing {
                 sender: &job.sender,
@@ -491,19 +514,36 @@ impl Deliverer {
             };
             let mut body = match self.body(&job.id, job.size).await {
                 Ok(b) => b,
-                Err(e) => return Err(("4.3.0".into(), format!("cannot read queued message: {e}"))),
+                Err(e) => {
+                    // Nothing of this transaction was sent: the connection is sound.
+                    let why = format!("cannot read queued message: {e}");
+                    defer_from(&mut out, start, "4.3.0", &why);
+                    return Ok(out);
+                }
             };
-            let tx = s
-                .client
-                .send(&msg, &mut body)
-                .await
-                .map_err(|e| (client_status(&e), format!("{}: {e}", s.remote)))?;
+            let tx = match s.client.send(&msg, &mut body).await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let (status, why) = (client_status(&e), format!("{}: {e}", s.remote));
+                    if out.is_empty() {
+                        return Err((status, why));
+                    }
+                    defer_from(&mut out, start, &status, &why);
+                    s.broken = Some((status, why));
+                    return Ok(out);
+                }
+            };
             if tx.mail.is_transient() {
-                let _ = s.client.rset().await;
-                return Err((
-                    "4.0.0".into(),
-                    format!("{}: MAIL FROM refused: {}", s.remote, tx.mail),
-                ));
+                let rset = s.client.rset().await;
+                let why = format!("{}: MAIL FROM refused: {}", s.remote, tx.mail);
+                if out.is_empty() {
+                    return Err(("4.0.0".into(), why));
+                }
+                defer_from(&mut out, start, &status_of(&tx.mail), &why);
+                if let Err(e) = rset {
+                    s.broken = Some(("4.4.2".into(), format!("{}: {e}", s.remote)));
+                }
+                return Ok(out);
             }
             for (k, &(index, _)) in chunk.iter().enumerate() {
                 let reply = tx.verdict(k);
@@ -515,8 +555,14 @@ impl Deliverer {
                 ));
             }
             if tx.data.is_none() {
-                // Nothing was sent; make sure the server forgets the transaction.
-                let _ = s.client.rset().await;
+                // Nothing was sent; make sure the server forgets the transaction. If it
+                // does not answer, replies could be out of step: the connection is done.
+                if let Err(e) = s.client.rset().await {
+                    let why = format!("{}: {e}", s.remote);
+                    defer_from(&mut out, start + chunk.len(), "4.4.2", &why);
+                    s.broken = Some(("4.4.2".into(), why));
+                    return Ok(out);
+                }
             }
         }
         Ok(out)
@@ -578,5 +624,96 @@ mod tests {
         assert_eq!(outcome_of(&r(251, None)), Outcome::Delivered);
         assert_eq!(outcome_of(&r(452, None)), Outcome::Deferred);
         assert_eq!(outcome_of(&r(554, None)), Outcome::Bounced);
+    }
+
+    /// A scripted server: takes the first transaction, then drops the connection at
+    /// the next MAIL. Returns its address.
+    async fn server_dropping_second_transaction() -> SocketAddr {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (r, mut w) = tcp.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"220 scripted\r\n").await.unwrap();
+            let mut transactions = 0;
+            let mut in_data = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply: &[u8] = if in_data {
+                    if line != "." {
+                        continue;
+                    }
+                    in_data = false;
+                    b"250 2.0.0 queued\r\n"
+                } else if line.starts_with("EHLO") {
+                    b"250 scripted\r\n"
+                } else if line.starts_with("MAIL") {
+                    transactions += 1;
+                    if transactions == 2 {
+                        return;
+                    }
+                    b"250 2.1.0 ok\r\n"
+                } else if line.starts_with("RCPT") {
+                    b"250 2.1.5 ok\r\n"
+                } else if line == "DATA" {
+                    in_data = true;
+                    b"354 go on\r\n"
+                } else {
+                    b"250 ok\r\n"
+                };
+                w.write_all(reply).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    /// A job split into transactions that fails after the first one went through:
+    /// the recipients already delivered stay delivered (never sent twice), the rest
+    /// is deferred, and the connection is not kept.
+    #[tokio::test]
+    async fn a_job_failing_after_its_first_transaction_is_not_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"Subject: split\r\n\r\nhello\r\n";
+        std::fs::write(dir.path().join("ID1"), body).unwrap();
+        let mut cfg = DeliveryConfig::default();
+        cfg.limits.max_recipients_per_transaction = 2;
+        let deliverer = Deliverer::new(
+            &cfg,
+            "gw.test".into(),
+            crate::outbound::tls::client_config(false, None).unwrap(),
+            crate::outbound::tls::client_config(false, None).unwrap(),
+            dir.path().to_owned(),
+            Arc::new(crate::metrics::Metrics::new(&[]).unwrap()),
+        );
+        let route = Route {
+            hops: vec![Hop {
+                name: "scripted.test".into(),
+                addrs: vec![server_dropping_second_transaction().await],
+            }],
+            tls: TlsMode::None,
+            auth: None,
+        };
+        let job = Job {
+            id: "ID1".into(),
+            sender: "a@gw.test".into(),
+            smtputf8: false,
+            eight_bit: false,
+            size: body.len() as u64,
+            rcpts: (0..3).map(|i| (i, format!("r{i}@scripted.test"))).collect(),
+        };
+        let (results, kept) = deliverer.run(&route, vec![job], "other").await;
+        assert!(kept.is_none());
+        assert_eq!(results.len(), 1);
+        let outcomes: Vec<(usize, Outcome)> =
+            results[0].1.iter().map(|r| (r.index, r.outcome)).collect();
+        assert_eq!(
+            outcomes,
+            [
+                (0, Outcome::Delivered),
+                (1, Outcome::Delivered),
+                (2, Outcome::Deferred)
+            ]
+        );
     }
 }
