@@ -658,9 +658,12 @@ impl Scheduler {
             .filter(|(_, q)| !q.is_empty())
             .map(|(d, _)| d.clone())
             .collect();
-        for dest in dests {
-            // Connections kept open for this destination first, the most recently
-            // used one first, so that the surplus ones reach their idle time.
+        // First every destination's kept connections, the most recently used one
+        // first (so that surplus ones reach their idle time); only then new ones, so that
+        // making room under the global limit never closes a kept connection that had
+        // work waiting.
+        for dest in &dests {
+            let dest = dest.clone();
             while self.ready.get(&dest).is_some_and(|q| !q.is_empty()) {
                 let Some(idle) = self.idle.get_mut(&dest).and_then(VecDeque::pop_back) else {
                     break;
@@ -684,6 +687,8 @@ impl Scheduler {
             if self.idle.get(&dest).is_some_and(VecDeque::is_empty) {
                 self.idle.remove(&dest);
             }
+        }
+        for dest in dests {
             while self.ready.get(&dest).is_some_and(|q| !q.is_empty()) {
                 let active = self.active.get(&dest).copied().unwrap_or(0);
                 if active >= limits.max_connections_per_destination {
