@@ -263,11 +263,7 @@ impl Gateway {
 
     /// The gateway's Prometheus metrics, as text.
     pub fn metrics(&self) -> Result<String> {
-        let (status, body) = crate::prometheus::http_get(self.metrics, "/metrics")?;
-        if status != 200 {
-            bail!("GET /metrics from the gateway: status {status}");
-        }
-        Ok(body)
+        crate::prometheus::scrape(self.metrics)
     }
 
     /// The gateway's process id.

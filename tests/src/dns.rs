@@ -25,12 +25,12 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::postfix::{free_port, require, scratch_dir, spawn_on_free_port};
+use crate::postfix::{free_port, require, scratch_dir, spawn_on_free_port, wait_serving};
 
 /// TTL of every positive record the server answers.
 pub const TTL: u32 = 60;
@@ -165,8 +165,15 @@ impl TestDns {
                     .with_context(|| format!("starting {}", unbound.display()))
             },
             |child, addr| {
-                let outputs = [stderr_file.as_path(), log_file.as_path()];
-                wait_ready(child, addr, &outputs, Duration::from_secs(10))
+                wait_serving(
+                    "unbound",
+                    child,
+                    addr,
+                    &[stderr_file.as_path(), log_file.as_path()],
+                    Duration::from_secs(10),
+                    Duration::from_millis(20),
+                    || probe(addr, Duration::from_millis(200)),
+                )
             },
         )?;
         Ok(TestDns {
@@ -206,34 +213,6 @@ impl TestDns {
 impl Drop for TestDns {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Waits until `child` (an Unbound just started on `addr`) answers a query over UDP; fails
-/// with what it wrote to `outputs` when it exits first (e.g. its port was taken meanwhile).
-fn wait_ready(
-    child: &mut Child,
-    addr: SocketAddr,
-    outputs: &[&Path],
-    timeout: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let said = outputs
-                .iter()
-                .filter_map(|p| std::fs::read_to_string(p).ok())
-                .collect::<Vec<_>>()
-                .join("\n");
-            bail!("unbound on {addr} exited with {status}: {}", said.trim());
-        }
-        if probe(addr, Duration::from_millis(200)) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("unbound does not answer on {addr} after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -256,11 +256,7 @@ impl TestGateway {
 
     /// The gateway's Prometheus metrics, as text.
     pub fn metrics(&self) -> Result<String> {
-        let (status, body) = crate::prometheus::http_get(self.config.metrics.address, "/metrics")?;
-        if status != 200 {
-            bail!("GET /metrics: status {status}");
-        }
-        Ok(body)
+        crate::prometheus::scrape(self.config.metrics.address)
     }
 
     /// Everything the gateway logged.

@@ -156,6 +156,41 @@ pub fn spawn_on_free_port(
     Err(last_err.unwrap_or_else(|| anyhow!("{what} did not start")))
 }
 
+/// Waits until a server `child` started on `addr` is `serving` (polled every `poll`).
+/// Fails if it exits first (with what it wrote to `logs`) or after `timeout`.
+pub fn wait_serving(
+    what: &str,
+    child: &mut Child,
+    addr: SocketAddr,
+    logs: &[&Path],
+    timeout: Duration,
+    poll: Duration,
+    mut serving: impl FnMut() -> bool,
+) -> Result<()> {
+    let said = || {
+        logs.iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} on {addr} exited with {status}: {}", said().trim());
+        }
+        if serving() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{what} on {addr} not ready after {timeout:?}: {}",
+                said().trim()
+            );
+        }
+        std::thread::sleep(poll);
+    }
+}
+
 /// Waits until something accepts TCP connections on `addr`.
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;

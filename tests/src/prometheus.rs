@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
-use crate::postfix::{free_local_addr, require, scratch_dir, spawn_on_free_port};
+use crate::postfix::{free_local_addr, require, scratch_dir, spawn_on_free_port, wait_serving};
 
 /// The scrape job every target belongs to.
 pub const JOB: &str = "postern";
@@ -72,7 +72,17 @@ impl Prometheus {
                     .spawn()
                     .with_context(|| format!("starting {}", prometheus.display()))
             },
-            |child, addr| wait_ready(child, addr, &log_file, Duration::from_secs(30)),
+            |child, addr| {
+                wait_serving(
+                    "prometheus",
+                    child,
+                    addr,
+                    &[log_file.as_path()],
+                    Duration::from_secs(30),
+                    Duration::from_millis(100),
+                    || matches!(http_get(addr, "/-/ready"), Ok((200, _))),
+                )
+            },
         )?;
         Ok(Prometheus {
             child,
@@ -220,28 +230,6 @@ fn config(targets: &[SocketAddr], rule_files: &[&Path]) -> Result<String> {
     Ok(c)
 }
 
-/// Waits until `/-/ready` answers 200; fails with the log when the process exits first.
-fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let said = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("prometheus on {addr} exited with {status}: {}", said.trim());
-        }
-        if matches!(http_get(addr, "/-/ready"), Ok((200, _))) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let said = std::fs::read_to_string(log).unwrap_or_default();
-            bail!(
-                "prometheus on {addr} not ready after {timeout:?}: {}",
-                said.trim()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// One HTTP/1.0 GET: the status code and the body (as text). Enough for Prometheus'
 /// API and the gateway's endpoint, which both close the connection after an HTTP/1.0
 /// response.
@@ -272,6 +260,15 @@ pub fn http_get(addr: SocketAddr, path_and_query: &str) -> Result<(u16, String)>
         status,
         String::from_utf8_lossy(&raw[split + 4..]).into_owned(),
     ))
+}
+
+/// A `/metrics` endpoint's text (the gateway's, or any exporter's); an error unless 200.
+pub fn scrape(addr: SocketAddr) -> Result<String> {
+    let (status, body) = http_get(addr, "/metrics")?;
+    if status != 200 {
+        bail!("GET /metrics from {addr}: status {status}");
+    }
+    Ok(body)
 }
 
 /// The sum of every sample of metric `name` (any labels) in Prometheus text format.

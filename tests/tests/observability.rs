@@ -21,7 +21,7 @@ use postern_config::DeliveryMode;
 use postern_tests::dns::{Record, TestDns};
 use postern_tests::gateway::{PASSWORD, TestGateway, USER};
 use postern_tests::postfix::{SmtpSink, free_local_addr};
-use postern_tests::prometheus::{JOB, Prometheus, http_get, promtool};
+use postern_tests::prometheus::{self, JOB, Prometheus, http_get, promtool};
 use postern_tests::smtp::Smtp;
 use serde_json::Value;
 
@@ -716,8 +716,5 @@ fn dashboard_and_alerts_work_against_a_real_gateway() {
 
 /// The gateway's /metrics text.
 fn scrape(addr: SocketAddr) -> String {
-    match http_get(addr, "/metrics") {
-        Ok((200, body)) => body,
-        other => panic!("GET /metrics: {other:?}"),
-    }
+    prometheus::scrape(addr).unwrap_or_else(|e| panic!("{e:#}"))
 }
