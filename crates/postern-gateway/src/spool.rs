@@ -163,13 +163,8 @@ impl Recycler {
                     continue;
                 }
             }
-            let opened = OpenOptions::new().write(true).open(path).and_then(|file| {
-                // Files from an older version may have been created with wider modes.
-                use std::os::unix::fs::PermissionsExt;
-                file.set_permissions(fs::Permissions::from_mode(0o600))?;
-                Ok(file)
-            });
-            match opened {
+            // Modes of files from an older version were made private at open.
+            match OpenOptions::new().write(true).open(path) {
                 Ok(file) => return Ok((file, true)),
                 Err(_) => {
                     let _ = fs::remove_file(path);
@@ -227,6 +222,7 @@ impl Spool {
             let entry = entry.map_err(io_err(&free))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if pool.len() < recycle_files && entry.file_type().is_ok_and(|t| t.is_file()) {
+                make_private(&entry.path()).map_err(io_err(&entry.path()))?;
                 pool.push(name);
             } else {
                 let _ = fs::remove_file(entry.path());
@@ -481,6 +477,16 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Narrows a file written by an older version with a wider mode to 0600 (at start, so
+/// that accepting and recycling never need to).
+fn make_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 fn create_file(path: &Path) -> Result<File, SpoolError> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new()
@@ -584,7 +590,12 @@ fn scan(messages: &Path, repair: bool) -> Result<Vec<SpooledMessage>, SpoolError
             Err(e) => return Err(io_err(&path)(e)),
         };
         match validate(&mut file, &path) {
-            Ok((msg, _)) => out.push(msg),
+            Ok((msg, _)) => {
+                if repair {
+                    make_private(&path).map_err(io_err(&path))?;
+                }
+                out.push(msg);
+            }
             Err(SpoolError::Damaged { what, .. }) => {
                 if repair {
                     tracing::warn!(path = %path.display(), reason = what,

@@ -340,7 +340,7 @@ pub fn start(
     };
     scheduler.remove_orphan_states(&recovered);
     for msg in recovered {
-        scheduler.add(msg);
+        scheduler.add(msg, true);
     }
     tokio::spawn(scheduler.run(rx));
     Ok(QueueHandle { tx })
@@ -400,7 +400,7 @@ impl Scheduler {
                 }
             };
             match event {
-                Some(Event::Add(msg)) => self.add(msg),
+                Some(Event::Add(msg)) => self.add(msg, false),
                 Some(Event::Done {
                     dest,
                     results,
@@ -539,9 +539,13 @@ impl Scheduler {
         }
     }
 
-    fn add(&mut self, msg: SpooledMessage) {
+    /// Queues a message: one `recovered` from the spool at start resumes its recorded
+    /// delivery state; a new one has none yet (nothing to read).
+    fn add(&mut self, msg: SpooledMessage, recovered: bool) {
         let id = msg.envelope.id.clone();
-        let state = state::load(&self.state_dir, &id)
+        let state = recovered
+            .then(|| state::load(&self.state_dir, &id))
+            .flatten()
             .filter(|s| s.recipients.len() == msg.envelope.recipients.len())
             .unwrap_or_else(|| DeliveryState::new(&msg.envelope.recipients));
         let due = state.next_attempt;
@@ -880,7 +884,10 @@ impl Scheduler {
         }
         if entry.state.is_final() {
             self.spool.remove(id);
-            state::remove(&self.state_dir, id);
+            // A state file exists only once an attempt failed.
+            if entry.state.attempts > 0 {
+                state::remove(&self.state_dir, id);
+            }
             tracing::info!(id, "removed");
             return;
         }
@@ -956,7 +963,7 @@ impl Scheduler {
             Ok(msg) => {
                 self.metrics.dsns.inc();
                 tracing::info!(id = %env.id, dsn_id = %unique, to = %format!("<{}>", env.sender), "sender non-delivery notification");
-                self.add(msg);
+                self.add(msg, false);
             }
             Err(e) => tracing::error!(id = %env.id, error = %e, "cannot queue DSN"),
         }
