@@ -119,6 +119,28 @@ pub struct Started {
     pub listeners: Vec<(TcpListener, ListenerKind)>,
     pub recovered: usize,
     pub shutdown: watch::Sender<bool>,
+    /// Where the metrics and health HTTP server listens, when it is enabled.
+    pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+impl Started {
+    /// The addresses actually bound (port 0 in the configuration becomes the port the
+    /// kernel chose), as the JSON document `run --ready-file` writes:
+    /// `{"listeners":[{"kind":"relay","address":"127.0.0.1:2525"},…],"metrics":"…"}`.
+    pub fn bound_addresses(&self) -> serde_json::Value {
+        let listeners: Vec<_> = self
+            .listeners
+            .iter()
+            .filter_map(|(sock, kind)| {
+                let addr = sock.local_addr().ok()?;
+                Some(serde_json::json!({"kind": kind.as_str(), "address": addr.to_string()}))
+            })
+            .collect();
+        serde_json::json!({
+            "listeners": listeners,
+            "metrics": self.metrics_address.map(|a| a.to_string()),
+        })
+    }
 }
 
 /// Loads TLS, credentials and the spool, starts the reloaders and binds every
@@ -174,8 +196,9 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
                     kind: "metrics",
                     source,
                 })?;
-            tracing::info!(address = %addr, "metrics and health on HTTP");
-            Some(l)
+            let bound = l.local_addr().unwrap_or(addr);
+            tracing::info!(address = %bound, "metrics and health on HTTP");
+            Some((l, bound))
         }
         None => None,
     };
@@ -188,7 +211,8 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
                 kind: l.kind.as_str(),
                 source,
             })?;
-        tracing::info!(address = %l.address, kind = l.kind.as_str(), "listening");
+        let bound = sock.local_addr().unwrap_or(l.address);
+        tracing::info!(address = %bound, kind = l.kind.as_str(), "listening");
         listeners.push((sock, l.kind));
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -205,7 +229,8 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
         .health
         .listeners_bound
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(l) = http {
+    let metrics_address = http.as_ref().map(|(_, a)| *a);
+    if let Some((l, _)) = http {
         tokio::spawn(crate::http::serve(l, gateway.clone()));
     }
     crate::http::spawn_spool_monitor(gateway.clone());
@@ -214,5 +239,6 @@ pub async fn start(config: GatewayConfig) -> Result<Started, StartError> {
         listeners,
         recovered: recovered_count,
         shutdown,
+        metrics_address,
     })
 }

@@ -26,6 +26,11 @@ enum Cmd {
     Run {
         #[arg(long, short, default_value = "/etc/postern/gateway.toml")]
         config: PathBuf,
+        /// Once every listener is bound, write the addresses bound (JSON) to this file
+        /// (written whole, then renamed into place). With port 0 in the configuration
+        /// this is how a supervisor learns the ports the kernel chose.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
     },
     /// Run a gateway for trying out: ports 2525 (relay), 2587 (submission) and 2465
     /// (implicit TLS) on 127.0.0.1, a self-signed certificate, a spool and a demo user
@@ -81,13 +86,13 @@ enum QueueCmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Run { config } => {
+        Cmd::Run { config, ready_file } => {
             let cfg = GatewayConfig::load(&config)?;
-            run(cfg)
+            run(cfg, ready_file)
         }
         Cmd::Demo { dir } => {
             let cfg = demo_setup(&dir)?;
-            run(cfg)
+            run(cfg, None)
         }
         Cmd::CheckConfig { config } => {
             let cfg = GatewayConfig::load(&config)?;
@@ -111,7 +116,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn run(cfg: GatewayConfig) -> Result<()> {
+fn run(cfg: GatewayConfig, ready_file: Option<PathBuf>) -> Result<()> {
     init_logging(&cfg)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -125,6 +130,9 @@ fn run(cfg: GatewayConfig) -> Result<()> {
         let pid_file = started.gateway.spool.root().join("postern.pid");
         std::fs::write(&pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", pid_file.display()))?;
+        if let Some(path) = &ready_file {
+            write_ready_file(path, &started.bound_addresses())?;
+        }
         if let Some(queue) = started.gateway.queue.clone() {
             tokio::spawn(async move {
                 use tokio::signal::unix::{SignalKind, signal};
@@ -145,6 +153,16 @@ fn run(cfg: GatewayConfig) -> Result<()> {
         listener::serve(started.gateway, started.listeners).await;
         Ok(())
     })
+}
+
+/// Writes the bound addresses whole to a temporary file beside `path`, then renames
+/// it, so a reader never sees half a document.
+fn write_ready_file(path: &Path, addresses: &serde_json::Value) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addresses}\n"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
 }
 
 async fn wait_for_signal() {
