@@ -12,8 +12,8 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod outbound;
+pub mod policy;
 pub mod queue;
-pub mod rate;
 
 pub mod received;
 pub mod reload;
@@ -63,9 +63,9 @@ pub struct Gateway {
     pub credentials: Option<Arc<CredentialStore>>,
     pub failures: FailureTracker,
     /// New connections per client IP per minute.
-    pub connection_rate: crate::rate::RateLimit,
+    pub connection_rate: crate::policy::rate::RateLimit,
     /// Messages per client IP per minute.
-    pub message_rate: crate::rate::RateLimit,
+    pub message_rate: crate::policy::rate::RateLimit,
     pub spool: Spool,
     /// Where accepted messages go for delivery; None only in unit tests of sessions.
     pub queue: Option<crate::queue::QueueHandle>,
@@ -96,10 +96,12 @@ impl Gateway {
             metrics,
             health: Arc::new(crate::http::Health::default()),
             failures: FailureTracker::new(&config.auth),
-            connection_rate: crate::rate::RateLimit::new(
+            connection_rate: crate::policy::rate::RateLimit::new(
                 config.limits.connections_per_minute_per_ip,
             ),
-            message_rate: crate::rate::RateLimit::new(config.limits.messages_per_minute_per_ip),
+            message_rate: crate::policy::rate::RateLimit::new(
+                config.limits.messages_per_minute_per_ip,
+            ),
             sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
             per_ip: Mutex::new(HashMap::new()),
             config,

@@ -14,6 +14,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 
 use crate::Gateway;
+use crate::policy::Refusal;
+use crate::policy::admission::{self, Arrival};
+use crate::policy::refusal::Closing;
 use crate::session::{End, Session, Summary, TlsInfo};
 
 /// Serves every listener until shutdown, then waits for sessions to finish (at most
@@ -59,26 +62,25 @@ async fn accept_loop(gw: Arc<Gateway>, sock: TcpListener, kind: ListenerKind) {
 fn admit(gw: &Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind) {
     let ip = canonical_ip(peer.ip());
     let _ = tcp.set_nodelay(true);
-    let host = &gw.config.hostname;
-    if gw.failures.is_blocked(ip) {
-        let text = format!(
-            "421 4.7.0 {host} Error: too many authentication failures; try again later\r\n"
-        );
-        return refuse(gw, tcp, ip, kind, "blocked", text);
-    }
-    if !gw.connection_rate.allow(ip) {
-        let text = format!(
-            "421 4.7.0 {host} Error: too many connections from your address per minute\r\n"
-        );
-        return refuse(gw, tcp, ip, kind, "connection_rate", text);
-    }
-    let Ok(permit) = gw.sessions.clone().try_acquire_owned() else {
-        let text = format!("421 4.7.0 {host} Error: too many connections; try again later\r\n");
-        return refuse(gw, tcp, ip, kind, "too_many_sessions", text);
+    let blocked = gw.failures.is_blocked(ip);
+    let within_rate = !blocked && gw.connection_rate.allow(ip);
+    let permit = within_rate
+        .then(|| gw.sessions.clone().try_acquire_owned().ok())
+        .flatten();
+    let ip_guard = permit
+        .is_some()
+        .then(|| IpGuard::enter(gw.clone(), ip))
+        .flatten();
+    let arrival = Arrival {
+        blocked,
+        within_rate,
+        session_free: permit.is_some(),
+        client_session_free: ip_guard.is_some(),
     };
-    let Some(ip_guard) = IpGuard::enter(gw.clone(), ip) else {
-        let text = format!("421 4.7.0 {host} Error: too many connections from your address\r\n");
-        return refuse(gw, tcp, ip, kind, "too_many_sessions_from_client", text);
+    let verdict = admission::admit(arrival);
+    let (Ok(()), Some(permit), Some(ip_guard)) = (verdict, permit, ip_guard) else {
+        let why = verdict.err().unwrap_or(Closing::TooManySessions);
+        return refuse(gw, tcp, ip, kind, why);
     };
     gw.metrics
         .connections
@@ -87,14 +89,10 @@ fn admit(gw: &Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind
     tokio::spawn(connection(gw.clone(), tcp, ip, kind, permit, ip_guard));
 }
 
-fn refuse(
-    gw: &Gateway,
-    mut tcp: TcpStream,
-    ip: IpAddr,
-    kind: ListenerKind,
-    why: &'static str,
-    text: String,
-) {
+fn refuse(gw: &Gateway, mut tcp: TcpStream, ip: IpAddr, kind: ListenerKind, why: Closing) {
+    let host = gw.config.hostname.clone();
+    let text = Refusal::Closing { host, why }.reply().to_wire();
+    let why = why.label();
     gw.metrics
         .connections
         .with_label_values(&[kind.as_str(), "refused", why])

@@ -13,6 +13,8 @@
 //!   CR/LF, NUL), with optional normalization.
 //! - [`stuffing`]: dot-stuffing for sending.
 //! - [`reply`]: replies with enhanced status codes (RFC 3463).
+//! - [`response`]: the client side: reading a server's replies into [`Reply`], and the
+//!   capabilities of its EHLO reply.
 
 pub mod address;
 pub mod command;
@@ -20,6 +22,7 @@ pub mod content;
 pub mod data;
 pub mod line;
 pub mod reply;
+pub mod response;
 pub mod stuffing;
 
 pub use address::{Address, AddressError, Domain, ForwardPath, ReversePath};
@@ -28,6 +31,7 @@ pub use content::{ContentChecker, ContentFault, LineEndings};
 pub use data::{DataProgress, DotReceiver};
 pub use line::{LineError, LineReader};
 pub use reply::{EnhancedCode, Reply};
+pub use response::{Capabilities, ReplyError, ReplyParser};
 pub use stuffing::DotStuffer;
 
 /// Longest command line, including CRLF (RFC 5321 §4.5.3.1.4).

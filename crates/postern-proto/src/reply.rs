@@ -46,9 +46,15 @@ impl Reply {
         }
     }
 
-    /// 2xx.
-    pub fn is_positive(&self) -> bool {
+    /// 2xx: the command completed (RFC 5321 §4.2.1 "positive completion").
+    pub fn is_completion(&self) -> bool {
         (200..300).contains(&self.code)
+    }
+
+    /// 3xx: the server waits for more (354 after DATA, 334 during AUTH). Never a
+    /// completion: where a 2xx is required, a 3xx is a protocol error of the peer.
+    pub fn is_intermediate(&self) -> bool {
+        (300..400).contains(&self.code)
     }
 
     /// 4xx.
@@ -73,6 +79,11 @@ impl Reply {
             };
             out.extend_from_slice(rendered.as_bytes());
         }
+    }
+
+    /// Every line's text joined with a space (for diagnostics and logs).
+    pub fn text(&self) -> String {
+        self.lines.join(" ")
     }
 
     /// The wire form as a string (for logs and tests).
@@ -106,6 +117,14 @@ fn sanitize(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classes() {
+        let r = |code| Reply::plain(code, vec!["x".into()]);
+        assert!(r(250).is_completion() && !r(250).is_intermediate());
+        assert!(r(354).is_intermediate() && !r(354).is_completion());
+        assert!(r(451).is_transient() && r(550).is_permanent());
+    }
 
     #[test]
     fn single_and_multi_line() {

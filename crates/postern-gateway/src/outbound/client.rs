@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use postern_proto::{DotStuffer, EnhancedCode};
+use postern_proto::{Capabilities, DotStuffer, Reply, ReplyParser};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Longest reply line accepted from a server, and most lines in one reply.
+/// Longest reply line accepted from a server.
 const MAX_REPLY_LINE: usize = 4096;
-const MAX_REPLY_LINES: usize = 200;
 
 /// The phase of a session, for timeouts and error reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,33 +76,6 @@ impl Default for ClientTimeouts {
     }
 }
 
-/// A reply from the remote server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteReply {
-    pub code: u16,
-    pub enhanced: Option<EnhancedCode>,
-    /// All lines' text (after the code), joined with a space.
-    pub text: String,
-}
-
-impl RemoteReply {
-    pub fn is_positive(&self) -> bool {
-        (200..400).contains(&self.code)
-    }
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-    pub fn is_permanent(&self) -> bool {
-        self.code >= 500
-    }
-}
-
-impl std::fmt::Display for RemoteReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.code, self.text)
-    }
-}
-
 /// Why a session with the remote server failed (as opposed to a refused recipient).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -119,45 +91,7 @@ pub enum ClientError {
     #[error("protocol error in {}: {what}", phase.as_str())]
     Protocol { phase: Phase, what: String },
     #[error("server said {reply} in {}", phase.as_str())]
-    Rejected { phase: Phase, reply: RemoteReply },
-}
-
-/// What the server offered in its EHLO reply.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Capabilities {
-    pub esmtp: bool,
-    pub pipelining: bool,
-    pub size: Option<u64>,
-    pub eight_bit_mime: bool,
-    pub smtputf8: bool,
-    pub starttls: bool,
-    pub enhanced_codes: bool,
-    /// AUTH mechanisms, upper case.
-    pub auth: Vec<String>,
-}
-
-impl Capabilities {
-    fn parse(reply_lines: &[String]) -> Self {
-        let mut c = Capabilities {
-            esmtp: true,
-            ..Default::default()
-        };
-        for line in reply_lines.iter().skip(1) {
-            let mut words = line.split_whitespace();
-            let Some(kw) = words.next() else { continue };
-            match kw.to_ascii_uppercase().as_str() {
-                "PIPELINING" => c.pipelining = true,
-                "SIZE" => c.size = words.next().and_then(|s| s.parse().ok()).filter(|&s| s > 0),
-                "8BITMIME" => c.eight_bit_mime = true,
-                "SMTPUTF8" => c.smtputf8 = true,
-                "STARTTLS" => c.starttls = true,
-                "ENHANCEDSTATUSCODES" => c.enhanced_codes = true,
-                "AUTH" => c.auth = words.map(str::to_ascii_uppercase).collect(),
-                _ => {}
-            }
-        }
-        c
-    }
+    Rejected { phase: Phase, reply: Reply },
 }
 
 /// One message to send: the envelope and how to send the content.
@@ -174,16 +108,16 @@ pub struct Outgoing<'a> {
 /// accepted, so no data was sent).
 #[derive(Debug, Clone)]
 pub struct TransactionResult {
-    pub mail: RemoteReply,
-    pub rcpts: Vec<RemoteReply>,
-    pub data: Option<RemoteReply>,
+    pub mail: Reply,
+    pub rcpts: Vec<Reply>,
+    pub data: Option<Reply>,
 }
 
 impl TransactionResult {
     /// The reply that decides recipient `i`: its RCPT refusal, or the data verdict.
-    pub fn verdict(&self, i: usize) -> &RemoteReply {
+    pub fn verdict(&self, i: usize) -> &Reply {
         match (&self.rcpts[i], &self.data) {
-            (r, _) if !r.is_positive() => r,
+            (r, _) if !r.is_completion() => r,
             (_, Some(d)) => d,
             (r, None) => r,
         }
@@ -215,8 +149,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     }
 
     /// Reads the 220 greeting.
-    pub async fn greeting(&mut self) -> Result<RemoteReply, ClientError> {
-        let (reply, _) = self
+    pub async fn greeting(&mut self) -> Result<Reply, ClientError> {
+        let reply = self
             .read_reply(Phase::Greeting, self.timeouts.greeting)
             .await?;
         expect(Phase::Greeting, reply, 220)
@@ -226,15 +160,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     pub async fn ehlo(&mut self, name: &str) -> Result<(), ClientError> {
         self.write(Phase::Ehlo, format!("EHLO {name}\r\n").as_bytes())
             .await?;
-        let (reply, lines) = self.read_reply(Phase::Ehlo, self.timeouts.command).await?;
+        let reply = self.read_reply(Phase::Ehlo, self.timeouts.command).await?;
         if reply.code == 250 {
-            self.caps = Capabilities::parse(&lines);
+            self.caps = Capabilities::from_ehlo(&reply);
             return Ok(());
         }
         if reply.is_permanent() {
             self.write(Phase::Ehlo, format!("HELO {name}\r\n").as_bytes())
                 .await?;
-            let (reply, _) = self.read_reply(Phase::Ehlo, self.timeouts.command).await?;
+            let reply = self.read_reply(Phase::Ehlo, self.timeouts.command).await?;
             expect(Phase::Ehlo, reply, 250)?;
             self.caps = Capabilities::default();
             return Ok(());
@@ -248,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// Sends STARTTLS and waits for 220; then call [`Self::into_inner`].
     pub async fn starttls(&mut self) -> Result<(), ClientError> {
         self.write(Phase::StartTls, b"STARTTLS\r\n").await?;
-        let (reply, _) = self
+        let reply = self
             .read_reply(Phase::StartTls, self.timeouts.command)
             .await?;
         expect(Phase::StartTls, reply, 220)?;
@@ -264,17 +198,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// Authenticates with PLAIN when offered, otherwise LOGIN.
     pub async fn auth(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
         let t = self.timeouts.command;
-        if self.caps.auth.iter().any(|m| m == "PLAIN") {
+        if self.caps.offers_auth("PLAIN") {
             let token = B64.encode(format!("\0{user}\0{password}"));
             self.write(Phase::Auth, format!("AUTH PLAIN {token}\r\n").as_bytes())
                 .await?;
-        } else if self.caps.auth.iter().any(|m| m == "LOGIN") {
+        } else if self.caps.offers_auth("LOGIN") {
             self.write(Phase::Auth, b"AUTH LOGIN\r\n").await?;
-            let (r, _) = self.read_reply(Phase::Auth, t).await?;
+            let r = self.read_reply(Phase::Auth, t).await?;
             expect(Phase::Auth, r, 334)?;
             self.write(Phase::Auth, format!("{}\r\n", B64.encode(user)).as_bytes())
                 .await?;
-            let (r, _) = self.read_reply(Phase::Auth, t).await?;
+            let r = self.read_reply(Phase::Auth, t).await?;
             expect(Phase::Auth, r, 334)?;
             self.write(
                 Phase::Auth,
@@ -287,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
                 what: "server offers neither AUTH PLAIN nor AUTH LOGIN".into(),
             });
         }
-        let (r, _) = self.read_reply(Phase::Auth, t).await?;
+        let r = self.read_reply(Phase::Auth, t).await?;
         expect(Phase::Auth, r, 235).map(|_| ())
     }
 
@@ -316,19 +250,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             }
             batch.extend_from_slice(b"DATA\r\n");
             self.write(Phase::Mail, &batch).await?;
-            let (mail_reply, _) = self.read_reply(Phase::Mail, t).await?;
+            let mail_reply = self.read_reply(Phase::Mail, t).await?;
             let mut rcpts = Vec::with_capacity(msg.recipients.len());
             for _ in msg.recipients {
-                rcpts.push(self.read_reply(Phase::Rcpt, t).await?.0);
+                rcpts.push(self.read_reply(Phase::Rcpt, t).await?);
             }
-            let (data, _) = self
+            let data = self
                 .read_reply(Phase::DataInit, self.timeouts.data_init)
                 .await?;
             (mail_reply, rcpts, data)
         } else {
             self.write(Phase::Mail, mail.as_bytes()).await?;
-            let (mail_reply, _) = self.read_reply(Phase::Mail, t).await?;
-            if !mail_reply.is_positive() {
+            let mail_reply = self.read_reply(Phase::Mail, t).await?;
+            if !mail_reply.is_completion() {
                 let rcpts = vec![mail_reply.clone(); msg.recipients.len()];
                 return Ok(TransactionResult {
                     mail: mail_reply,
@@ -340,9 +274,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             for r in msg.recipients {
                 self.write(Phase::Rcpt, format!("RCPT TO:<{r}>\r\n").as_bytes())
                     .await?;
-                rcpts.push(self.read_reply(Phase::Rcpt, t).await?.0);
+                rcpts.push(self.read_reply(Phase::Rcpt, t).await?);
             }
-            if !rcpts.iter().any(RemoteReply::is_positive) {
+            if !rcpts.iter().any(Reply::is_completion) {
                 return Ok(TransactionResult {
                     mail: mail_reply,
                     rcpts,
@@ -350,12 +284,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
                 });
             }
             self.write(Phase::DataInit, b"DATA\r\n").await?;
-            let (data, _) = self
+            let data = self
                 .read_reply(Phase::DataInit, self.timeouts.data_init)
                 .await?;
             (mail_reply, rcpts, data)
         };
-        if !mail_reply.is_positive() {
+        if !mail_reply.is_completion() {
             let rcpts = vec![mail_reply.clone(); msg.recipients.len()];
             return Ok(TransactionResult {
                 mail: mail_reply,
@@ -363,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
                 data: None,
             });
         }
-        let any_rcpt = rcpts.iter().any(RemoteReply::is_positive);
+        let any_rcpt = rcpts.iter().any(Reply::is_completion);
         if data_init.code != 354 {
             // DATA refused: every accepted recipient takes that verdict.
             return Ok(TransactionResult {
@@ -385,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
             });
         }
         self.stream_body(body, msg.size).await?;
-        let (done, _) = self
+        let done = self
             .read_reply(Phase::DataDone, self.timeouts.data_done)
             .await?;
         Ok(TransactionResult {
@@ -434,7 +368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     /// RSET between transactions on a reused connection.
     pub async fn rset(&mut self) -> Result<(), ClientError> {
         self.write(Phase::Rset, b"RSET\r\n").await?;
-        let (r, _) = self.read_reply(Phase::Rset, self.timeouts.command).await?;
+        let r = self.read_reply(Phase::Rset, self.timeouts.command).await?;
         expect(Phase::Rset, r, 250).map(|_| ())
     }
 
@@ -468,53 +402,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
         }
     }
 
-    /// Reads one reply; returns it and its raw lines (without codes).
-    async fn read_reply(
-        &mut self,
-        phase: Phase,
-        t: Duration,
-    ) -> Result<(RemoteReply, Vec<String>), ClientError> {
-        let mut lines = Vec::new();
-        let mut code = 0u16;
+    /// Reads one reply.
+    async fn read_reply(&mut self, phase: Phase, t: Duration) -> Result<Reply, ClientError> {
+        let mut parser = ReplyParser::new();
         loop {
             let line = self.read_line(phase, t).await?;
-            let bytes = line.as_bytes();
-            if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
-                return Err(ClientError::Protocol {
-                    phase,
-                    what: format!("malformed reply line {line:?}"),
-                });
-            }
-            let this: u16 = line[..3].parse().unwrap_or(0);
-            if code != 0 && this != code {
-                return Err(ClientError::Protocol {
-                    phase,
-                    what: "reply lines with different codes".into(),
-                });
-            }
-            code = this;
-            let more = bytes.get(3) == Some(&b'-');
-            lines.push(line.get(4..).unwrap_or("").to_owned());
-            if !more {
-                break;
-            }
-            if lines.len() >= MAX_REPLY_LINES {
-                return Err(ClientError::Protocol {
-                    phase,
-                    what: "reply has too many lines".into(),
-                });
+            match parser.push(&line) {
+                Ok(Some(reply)) => return Ok(reply),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ClientError::Protocol {
+                        phase,
+                        what: e.to_string(),
+                    });
+                }
             }
         }
-        let enhanced = lines.first().and_then(|l| parse_enhanced(l));
-        let text = lines.join(" ");
-        Ok((
-            RemoteReply {
-                code,
-                enhanced,
-                text,
-            },
-            lines,
-        ))
     }
 
     async fn read_line(&mut self, phase: Phase, t: Duration) -> Result<String, ClientError> {
@@ -542,7 +445,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpClient<S> {
     }
 }
 
-fn expect(phase: Phase, reply: RemoteReply, code: u16) -> Result<RemoteReply, ClientError> {
+fn expect(phase: Phase, reply: Reply, code: u16) -> Result<Reply, ClientError> {
     if reply.code == code {
         Ok(reply)
     } else {
@@ -550,20 +453,10 @@ fn expect(phase: Phase, reply: RemoteReply, code: u16) -> Result<RemoteReply, Cl
     }
 }
 
-/// `4.2.1 text` → EnhancedCode(4, 2, 1).
-fn parse_enhanced(text: &str) -> Option<EnhancedCode> {
-    let token = text.split_whitespace().next()?;
-    let mut parts = token.split('.');
-    let class: u8 = parts.next()?.parse().ok()?;
-    let subject: u16 = parts.next()?.parse().ok()?;
-    let detail: u16 = parts.next()?.parse().ok()?;
-    (parts.next().is_none() && matches!(class, 2 | 4 | 5))
-        .then_some(EnhancedCode(class, subject, detail))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_proto::EnhancedCode;
 
     /// A scripted server: reads client lines, answers from a list.
     async fn scripted(
@@ -684,12 +577,5 @@ mod tests {
                 phase: Phase::Greeting
             })
         ));
-    }
-
-    #[test]
-    fn enhanced_codes() {
-        assert_eq!(parse_enhanced("5.1.1 no"), Some(EnhancedCode(5, 1, 1)));
-        assert_eq!(parse_enhanced("mx.test ready"), None);
-        assert_eq!(parse_enhanced("1.2.3 x"), None);
     }
 }

@@ -24,7 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::client::{ClientError, ClientTimeouts, Outgoing, RemoteReply, SmtpClient};
+use postern_proto::Reply;
+
+use super::client::{ClientError, ClientTimeouts, Outgoing, SmtpClient};
 
 /// A stream that may or may not be encrypted.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -575,10 +577,12 @@ impl Deliverer {
     }
 }
 
-fn outcome_of(r: &RemoteReply) -> Outcome {
-    if r.is_positive() {
+/// A 2xx delivers, a 5xx bounces; a 4xx defers, and so does a 3xx where a 2xx was
+/// required (the server broke the protocol; another try may go through).
+fn outcome_of(r: &Reply) -> Outcome {
+    if r.is_completion() {
         Outcome::Delivered
-    } else if r.is_transient() {
+    } else if r.is_transient() || r.is_intermediate() {
         Outcome::Deferred
     } else {
         Outcome::Bounced
@@ -586,7 +590,10 @@ fn outcome_of(r: &RemoteReply) -> Outcome {
 }
 
 /// The enhanced status of a reply: its own, or one made from its class.
-fn status_of(r: &RemoteReply) -> String {
+fn status_of(r: &Reply) -> String {
+    if r.is_intermediate() {
+        return "4.5.0".into();
+    }
     match r.enhanced {
         Some(e) if e.0 as u16 == r.code / 100 => e.to_string(),
         _ => format!("{}.0.0", r.code / 100),
@@ -612,10 +619,10 @@ mod tests {
 
     #[test]
     fn statuses_follow_reply_class() {
-        let r = |code, enhanced| RemoteReply {
+        let r = |code, enhanced| Reply {
             code,
             enhanced,
-            text: String::new(),
+            lines: vec!["x".into()],
         };
         assert_eq!(status_of(&r(550, Some(EnhancedCode(5, 1, 1)))), "5.1.1");
         assert_eq!(status_of(&r(550, None)), "5.0.0");
@@ -624,6 +631,9 @@ mod tests {
         assert_eq!(outcome_of(&r(251, None)), Outcome::Delivered);
         assert_eq!(outcome_of(&r(452, None)), Outcome::Deferred);
         assert_eq!(outcome_of(&r(554, None)), Outcome::Bounced);
+        // A 3xx where a 2xx is required is the server's protocol error: deferred.
+        assert_eq!(outcome_of(&r(354, None)), Outcome::Deferred);
+        assert_eq!(status_of(&r(354, None)), "4.5.0");
     }
 
     /// A scripted server: takes the first transaction, then drops the connection at

@@ -9,6 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Exit, Flow, Session};
 use crate::auth::Verdict;
+use crate::policy::Refusal;
+use crate::policy::refusal::Closing;
 
 /// Longest SASL line (RFC 4954 §4).
 const MAX_SASL_LINE: usize = 12_288;
@@ -26,66 +28,34 @@ enum Abort {
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn auth(&mut self, mechanism: String, initial: Option<String>) -> Flow {
         if self.greeting.is_none() {
-            return self.refuse(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: send EHLO first",
-            ));
+            return self.refuse(Refusal::NeedEhlo);
         }
         if self.tls.is_none() {
-            return self.refuse(Reply::new(
-                530,
-                EnhancedCode(5, 7, 0),
-                "Must issue a STARTTLS command first",
-            ));
+            return self.refuse(Refusal::TlsRequired);
         }
         let Some(store) = self.gw.credentials.clone() else {
-            return self.refuse(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: authentication not enabled",
-            ));
+            return self.refuse(Refusal::AuthNotEnabled);
         };
         if self.user.is_some() {
-            return self.refuse(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: already authenticated",
-            ));
+            return self.refuse(Refusal::AlreadyAuthenticated);
         }
         if self.txn.is_some() {
-            return self.refuse(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: MAIL transaction in progress",
-            ));
+            return self.refuse(Refusal::TransactionInProgress);
         }
         let exchange = match mechanism.as_str() {
             "PLAIN" => self.sasl_plain(initial).await,
             "LOGIN" => self.sasl_login(initial).await,
             _ => {
-                return self.refuse(Reply::new(
-                    504,
-                    EnhancedCode(5, 5, 4),
-                    "Error: unrecognized authentication type; use PLAIN or LOGIN",
-                ));
+                return self.refuse(Refusal::UnknownMechanism);
             }
         };
         let (name, password) = match exchange {
             Ok(c) => c,
             Err(Abort::Cancelled) => {
-                return self.refuse(Reply::new(
-                    501,
-                    EnhancedCode(5, 7, 0),
-                    "Authentication aborted",
-                ));
+                return self.refuse(Refusal::AuthAborted);
             }
             Err(Abort::Malformed) => {
-                return self.refuse(Reply::new(
-                    501,
-                    EnhancedCode(5, 5, 2),
-                    "Error: cannot decode SASL response",
-                ));
+                return self.refuse(Refusal::SaslUndecodable);
             }
             Err(Abort::End(e)) => return Flow::End(e),
         };
@@ -150,23 +120,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return self.blocked();
             }
         }
-        self.refuse(Reply::new(
-            535,
-            EnhancedCode(5, 7, 8),
-            "Error: authentication failed",
-        ))
+        self.refuse(Refusal::AuthFailed)
     }
 
     /// 421 and close, for a client blocked after too many failures.
     fn blocked(&mut self) -> Flow {
-        self.wire.reply(&Reply::new(
-            421,
-            EnhancedCode(4, 7, 0),
-            format!(
-                "{} Error: too many authentication failures; try again later",
-                self.gw.config.hostname
-            ),
-        ));
+        self.wire.reply(
+            &Refusal::Closing {
+                host: self.gw.config.hostname.clone(),
+                why: Closing::Blocked,
+            }
+            .reply(),
+        );
         Flow::End(Exit::Closed("blocked after authentication failures"))
     }
 

@@ -7,20 +7,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::data::feed;
 use super::{Flow, Session};
+use crate::policy::Refusal;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Flow {
         let problem = match &self.txn {
-            None => Some(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: need MAIL command",
-            )),
-            Some(t) if t.rcpts.is_empty() => Some(Reply::new(
-                554,
-                EnhancedCode(5, 5, 1),
-                "Error: no valid recipients",
-            )),
+            None => Some(Refusal::NeedMail.reply()),
+            Some(t) if t.rcpts.is_empty() => Some(Refusal::NoValidRecipients.reply()),
             Some(_) => None,
         };
         if problem.is_none() && self.txn.as_ref().is_some_and(|t| t.content.is_none()) {
@@ -59,7 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .is_some_and(|c| c.oversize || c.spool_failed || c.checker.fault().is_some());
         if last || failed {
             let reply = self.finish_message().await;
-            return if reply.is_positive() {
+            return if reply.is_completion() {
                 self.ok(reply)
             } else {
                 self.refuse(reply)

@@ -6,6 +6,7 @@ use postern_proto::{ContentChecker, ContentFault, DotReceiver, EnhancedCode, Rep
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Content, Flow, Session};
+use crate::policy::Refusal;
 use crate::received::{ReceivedFields, received_header};
 use crate::spool::Envelope;
 
@@ -13,25 +14,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn data(&mut self) -> Flow {
         match &self.txn {
             None => {
-                return self.refuse(Reply::new(
-                    503,
-                    EnhancedCode(5, 5, 1),
-                    "Error: need RCPT command",
-                ));
+                return self.refuse(Refusal::NeedRcpt);
             }
             Some(t) if t.content.is_some() => {
-                return self.refuse(Reply::new(
-                    503,
-                    EnhancedCode(5, 5, 1),
-                    "Error: DATA not allowed during BDAT transfer",
-                ));
+                return self.refuse(Refusal::DuringBdat("DATA"));
             }
             Some(t) if t.rcpts.is_empty() => {
-                return self.refuse(Reply::new(
-                    554,
-                    EnhancedCode(5, 5, 1),
-                    "Error: no valid recipients",
-                ));
+                return self.refuse(Refusal::NoValidRecipients);
             }
             Some(_) => {}
         }
@@ -62,7 +51,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         let reply = self.finish_message().await;
-        if reply.is_positive() {
+        if reply.is_completion() {
             self.ok(reply)
         } else {
             self.refuse(reply)
@@ -113,7 +102,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Ends the message: checks, then commits to the spool or drops it. The
     /// transaction is over either way.
     pub(super) async fn finish_message(&mut self) -> Reply {
-        let no_txn = || Reply::new(503, EnhancedCode(5, 5, 1), "Error: need MAIL command");
+        let no_txn = || Refusal::NeedMail.reply();
         let Some(mut txn) = self.txn.take() else {
             return no_txn();
         };
@@ -126,19 +115,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         c.checker.finish(&mut tail);
         write_checked(&mut c, max, &tail).await;
         let refusal = if c.oversize {
-            Some(Reply::new(
-                552,
-                EnhancedCode(5, 3, 4),
-                format!("Error: message too large (limit {max} octets)"),
-            ))
+            Some(Refusal::MessageTooLarge { limit: max }.reply())
         } else if let Some(fault) = c.checker.fault() {
             Some(fault_reply(fault))
         } else if c.spool_failed {
-            Some(Reply::new(
-                451,
-                EnhancedCode(4, 3, 0),
-                "Error: queue file write error",
-            ))
+            Some(Refusal::QueueWriteError.reply())
         } else {
             None
         };
@@ -223,7 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     .with_label_values(&["spool"])
                     .inc();
                 tracing::error!(error = %e, "spool commit failed");
-                Reply::new(451, EnhancedCode(4, 3, 0), "Error: queue file write error")
+                Refusal::QueueWriteError.reply()
             }
         }
     }

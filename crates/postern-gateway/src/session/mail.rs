@@ -2,45 +2,24 @@
 //! all (greeted; on submission listeners TLS and AUTH first), the declared size fits,
 //! and an authenticated user owns the sender address.
 
-use postern_config::ListenerKind;
 use postern_proto::{EnhancedCode, MailParams, Reply, ReversePath};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Flow, Session, Transaction};
+use crate::policy::{Refusal, sender};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) fn mail(&mut self, from: ReversePath, params: MailParams) -> Flow {
         if self.greeting.is_none() {
-            return self.refuse(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: send HELO/EHLO first",
-            ));
+            return self.refuse(Refusal::NeedHeloOrEhlo);
         }
         if self.txn.is_some() {
-            return self.refuse(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: nested MAIL command",
-            ));
+            return self.refuse(Refusal::NestedMail);
         }
-        let submission = matches!(
-            self.kind,
-            ListenerKind::Submission | ListenerKind::Submissions
-        );
-        if submission && self.tls.is_none() {
-            return self.refuse(Reply::new(
-                530,
-                EnhancedCode(5, 7, 0),
-                "Must issue a STARTTLS command first",
-            ));
-        }
-        if submission && self.user.is_none() {
-            return self.refuse(Reply::new(
-                530,
-                EnhancedCode(5, 7, 0),
-                "Authentication required",
-            ));
+        if let Err(r) =
+            sender::may_start_transaction(self.kind, self.tls.is_some(), self.user.is_some())
+        {
+            return self.refuse(r);
         }
         if self
             .gw
@@ -48,49 +27,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .low_space
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            return self.refuse(Reply::new(
-                452,
-                EnhancedCode(4, 3, 1),
-                "Insufficient system storage; try again later",
-            ));
+            return self.refuse(Refusal::LowSpace);
         }
         if !self.gw.message_rate.allow(self.peer) {
-            return self.refuse(Reply::new(
-                450,
-                EnhancedCode(4, 7, 1),
-                "Error: too much mail from your address; try again later",
-            ));
+            return self.refuse(Refusal::MessageRate);
         }
         let max = self.gw.config.limits.max_message_size;
         if params.size.is_some_and(|s| s > max) {
-            return self.refuse(Reply::new(
-                552,
-                EnhancedCode(5, 3, 4),
-                format!("Message size exceeds fixed maximum message size ({max} octets)"),
-            ));
+            return self.refuse(Refusal::DeclaredSizeTooLarge { limit: max });
         }
         if let ReversePath::Address(a) = &from
             && a.needs_smtputf8()
             && !params.smtputf8
         {
-            return self.refuse(Reply::new(
-                553,
-                EnhancedCode(5, 6, 7),
-                "Sender address has non-ASCII characters; MAIL needs the SMTPUTF8 parameter",
-            ));
+            return self.refuse(Refusal::SenderNeedsSmtputf8);
         }
-        if let Some(user) = &self.user {
-            let allowed = match &from {
-                ReversePath::Address(a) => user.may_send_as(&a.to_string()),
-                ReversePath::Null => false,
-            };
-            if !allowed {
-                let text = format!(
-                    "<{from}>: Sender address rejected: not owned by user {}",
-                    user.name
-                );
-                return self.refuse(Reply::new(553, EnhancedCode(5, 7, 1), text));
-            }
+        if let Err(r) = sender::may_send_as(self.user.as_deref(), &from) {
+            return self.refuse(r);
         }
         self.txn = Some(Transaction {
             from,

@@ -31,6 +31,8 @@ use tokio::sync::watch;
 
 use crate::Gateway;
 use crate::auth::User;
+use crate::policy::Refusal;
+use crate::policy::refusal::Closing;
 use crate::spool::SpoolWriter;
 
 /// Bytes read from the socket at a time.
@@ -331,11 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 EnhancedCode(2, 5, 0),
                 "Cannot VRFY user; send mail and delivery will be attempted",
             )),
-            Command::Expn(_) => self.refuse(Reply::new(
-                502,
-                EnhancedCode(5, 5, 1),
-                "Error: EXPN is not supported",
-            )),
+            Command::Expn(_) => self.refuse(Refusal::ExpnUnsupported),
             Command::Help => self.ok(Reply::new(
                 214,
                 EnhancedCode(2, 0, 0),
@@ -352,7 +350,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Queues a refusal and counts it; too many refusals end the session, like
     /// Postfix's hard error limit, so a client cannot probe forever.
-    fn refuse(&mut self, r: Reply) -> Flow {
+    fn refuse(&mut self, r: impl Into<Reply>) -> Flow {
+        let r = r.into();
         self.gw
             .metrics
             .commands_refused
@@ -361,31 +360,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.wire.reply(&r);
         self.errors += 1;
         if self.errors >= self.gw.config.limits.max_errors {
-            let text = format!("{} Error: too many errors", self.gw.config.hostname);
-            self.wire
-                .reply(&Reply::new(421, EnhancedCode(4, 7, 0), text));
+            let host = self.gw.config.hostname.clone();
+            let why = Closing::TooManyErrors;
+            self.wire.reply(&Refusal::Closing { host, why }.reply());
             return Flow::End(Exit::Closed("too many errors"));
         }
         Flow::Continue
     }
 
     fn read_failed(&mut self, e: ReadError) -> Exit {
-        let host = &self.gw.config.hostname;
+        let host = self.gw.config.hostname.clone();
         match e {
             ReadError::Timeout => {
-                self.wire.reply(&Reply::new(
-                    421,
-                    EnhancedCode(4, 4, 2),
-                    format!("{host} Error: timeout exceeded"),
-                ));
+                let why = Closing::Timeout;
+                self.wire.reply(&Refusal::Closing { host, why }.reply());
                 Exit::Closed("timeout")
             }
             ReadError::Shutdown => {
-                self.wire.reply(&Reply::new(
-                    421,
-                    EnhancedCode(4, 3, 2),
-                    format!("{host} Service shutting down, try again later"),
-                ));
+                let why = Closing::Shutdown;
+                self.wire.reply(&Refusal::Closing { host, why }.reply());
                 Exit::Closed("shutdown")
             }
             ReadError::Eof => Exit::Closed("lost connection"),

@@ -1,61 +1,41 @@
-//! RCPT TO (RFC 5321 §4.1.1.3): the relay rule lives here. A recipient is accepted
-//! only from an authenticated user, or on a relay listener from a trusted network.
-//! Postern has no local mailboxes, so everything else is relaying and refused.
+//! RCPT TO (RFC 5321 §4.1.1.3): the recipient limit, then the relay rule
+//! ([`crate::policy::relay`]). Postern has no local mailboxes, so every recipient is
+//! relaying.
 
-use postern_config::ListenerKind;
 use postern_proto::{EnhancedCode, ForwardPath, Reply};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Flow, Session};
+use crate::policy::{Refusal, relay};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) fn rcpt(&mut self, to: ForwardPath) -> Flow {
         let max = self.gw.config.limits.max_recipients;
-        let may_relay = self.user.is_some()
-            || (self.kind == ListenerKind::Relay && self.gw.config.relay.is_trusted(self.peer));
         let Some(txn) = &mut self.txn else {
-            return self.refuse(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: need MAIL command",
-            ));
+            return self.refuse(Refusal::NeedMail);
         };
         if txn.content.is_some() {
-            return self.refuse(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: RCPT not allowed during BDAT transfer",
-            ));
+            return self.refuse(Refusal::DuringBdat("RCPT"));
         }
         if txn.rcpts.len() >= max {
-            return self.refuse(Reply::new(
-                452,
-                EnhancedCode(4, 5, 3),
-                format!("Error: too many recipients (limit {max} per message)"),
-            ));
+            return self.refuse(Refusal::TooManyRecipients { limit: max });
         }
         let addr = match to {
             ForwardPath::Address(a) => a,
-            ForwardPath::Postmaster => {
-                return self.refuse(Reply::new(
-                    550,
-                    EnhancedCode(5, 1, 1),
-                    "<postmaster>: Recipient address rejected: this gateway has no local mailboxes",
-                ));
-            }
+            ForwardPath::Postmaster => return self.refuse(Refusal::Postmaster),
         };
         if addr.needs_smtputf8() && !txn.params.smtputf8 {
-            return self.refuse(Reply::new(
-                553,
-                EnhancedCode(5, 6, 7),
-                "Recipient address has non-ASCII characters; MAIL needs the SMTPUTF8 parameter",
-            ));
+            return self.refuse(Refusal::RecipientNeedsSmtputf8);
         }
-        if !may_relay {
-            let text = format!("<{addr}>: Relay access denied");
-            return self.refuse(Reply::new(554, EnhancedCode(5, 7, 1), text));
+        let addr = addr.to_string();
+        let relay = &self.gw.config.relay;
+        if let Err(r) = relay::may_relay(self.kind, self.user.is_some(), self.peer, relay, &addr) {
+            return self.refuse(r);
         }
-        txn.rcpts.push(addr.to_string());
+        let Some(txn) = &mut self.txn else {
+            return self.refuse(Refusal::NeedMail);
+        };
+        txn.rcpts.push(addr);
         self.ok(Reply::new(250, EnhancedCode(2, 1, 5), "Ok"))
     }
 }

@@ -5,22 +5,15 @@ use postern_proto::{EnhancedCode, Reply};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Exit, Flow, Session};
+use crate::policy::Refusal;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(super) async fn starttls(&mut self) -> Flow {
         if self.tls.is_some() {
-            return self.refuse(Reply::new(
-                503,
-                EnhancedCode(5, 5, 1),
-                "Error: TLS already active",
-            ));
+            return self.refuse(Refusal::TlsAlreadyActive);
         }
         if self.gw.tls.is_none() {
-            return self.refuse(Reply::new(
-                454,
-                EnhancedCode(4, 7, 0),
-                "TLS not available due to local problem",
-            ));
+            return self.refuse(Refusal::TlsUnavailable);
         }
         self.wire.reply(&Reply::new(
             220,
