@@ -2,21 +2,23 @@
 //! directory:
 //!
 //! ```text
-//! messages/<ID>   one file per accepted message (format: see [`format`])
-//! free/<name>     files of delivered messages kept for reuse (see [`recycle`])
-//! state/<ID>      delivery records of messages tried at least once ([`StateStore`])
+//! messages/<ID>   one file per accepted message (format: see `format.rs`)
+//! free/<name>     files of delivered messages kept for reuse (see `recycle.rs`)
+//! state/<ID>      delivery records of messages tried at least once (`StateStore`)
 //! postern.pid     the process ID of the gateway running on it
 //! ```
 //!
 //! A message is accepted only once it is durable: [`Spool::create`] gives a
 //! [`SpoolWriter`] that streams the body to the file as it arrives, and its `commit`
-//! returns after the committer thread (see [`commit`]) has synced it. Every file is
+//! returns after the committer thread (see `commit.rs`) has synced it. Every file is
 //! self-validating, so [`Spool::open`] removes what a crash cut short (see
-//! [`recover`]); the `queue` CLI reads and changes a spool through [`admin`].
+//! `recover.rs`); the `queue` CLI reads and changes a spool through [`admin`].
 //!
-//! Blocking file I/O never runs on async tasks: what async code calls is async (it
-//! uses `spawn_blocking` or `tokio::fs`), and what blocks says so (start-up and the
-//! CLI only). This module must never hold a whole message body in memory.
+//! Blocking file I/O stays off async tasks: what async code calls is async (it uses
+//! `spawn_blocking` or `tokio::fs`), and what blocks says so in its documentation
+//! (start-up and the CLI only). The one exception is the unlink in `SpoolWriter`'s
+//! `Drop`, for a session cancelled with content on disk. This module must never hold
+//! a whole message body in memory.
 
 #![allow(clippy::disallowed_methods)]
 
