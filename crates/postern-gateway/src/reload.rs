@@ -3,6 +3,10 @@
 //! symlink, which inotify on the file itself does not see, while `metadata()` follows
 //! the link and notices.
 
+// TODO(structure): the file watcher polls std::fs::metadata (and its reload callbacks
+// read files) on an async task; move the poll and the reload into spawn_blocking.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 

@@ -13,7 +13,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,8 +111,8 @@ pub struct Deliverer {
     pub verified: Arc<ClientConfig>,
     pub unverified: Arc<ClientConfig>,
     pub max_rcpts: usize,
-    /// Where message files are (for the content).
-    pub messages_dir: PathBuf,
+    /// Where the content of messages comes from.
+    pub spool: crate::spool::Spool,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -151,7 +150,7 @@ impl Deliverer {
         helo: String,
         verified: Arc<ClientConfig>,
         unverified: Arc<ClientConfig>,
-        messages_dir: PathBuf,
+        spool: crate::spool::Spool,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let t = &cfg.timeouts;
@@ -168,7 +167,7 @@ impl Deliverer {
             verified,
             unverified,
             max_rcpts: cfg.limits.max_recipients_per_transaction,
-            messages_dir,
+            spool,
             metrics,
         }
     }
@@ -570,10 +569,8 @@ impl Deliverer {
         Ok(out)
     }
 
-    async fn body(&self, id: &str, size: u64) -> std::io::Result<tokio::io::Take<tokio::fs::File>> {
-        use tokio::io::AsyncReadExt;
-        let f = tokio::fs::File::open(self.messages_dir.join(id)).await?;
-        Ok(f.take(size))
+    async fn body(&self, id: &str, size: u64) -> std::io::Result<crate::spool::BodyReader> {
+        self.spool.open_body(id, size).await
     }
 }
 
@@ -685,7 +682,25 @@ mod tests {
     async fn a_job_failing_after_its_first_transaction_is_not_resent() {
         let dir = tempfile::tempdir().unwrap();
         let body = b"Subject: split\r\n\r\nhello\r\n";
-        std::fs::write(dir.path().join("ID1"), body).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new(&[]).unwrap());
+        let (spool, _) = crate::spool::Spool::open(dir.path(), 0, metrics.clone()).unwrap();
+        let mut writer = spool.create();
+        let id = writer.id().to_owned();
+        writer.write(body).await.unwrap();
+        let envelope = crate::spool::Envelope {
+            id: id.clone(),
+            sender: "a@gw.test".into(),
+            recipients: (0..3).map(|i| format!("r{i}@scripted.test")).collect(),
+            received_at: 1,
+            received_at_ms: 1000,
+            client_ip: "127.0.0.1".into(),
+            helo: "client".into(),
+            auth_user: None,
+            listener: "relay".into(),
+            smtputf8: false,
+            eight_bit: false,
+        };
+        writer.commit(&envelope).await.unwrap();
         let mut cfg = DeliveryConfig::default();
         cfg.limits.max_recipients_per_transaction = 2;
         let deliverer = Deliverer::new(
@@ -693,8 +708,8 @@ mod tests {
             "gw.test".into(),
             crate::outbound::tls::client_config(false, None).unwrap(),
             crate::outbound::tls::client_config(false, None).unwrap(),
-            dir.path().to_owned(),
-            Arc::new(crate::metrics::Metrics::new(&[]).unwrap()),
+            spool,
+            metrics,
         );
         let route = Route {
             hops: vec![Hop {
@@ -705,7 +720,7 @@ mod tests {
             auth: None,
         };
         let job = Job {
-            id: "ID1".into(),
+            id,
             sender: "a@gw.test".into(),
             smtputf8: false,
             eight_bit: false,

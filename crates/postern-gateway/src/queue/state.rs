@@ -1,13 +1,12 @@
-//! Delivery state of one queued message, kept beside the spool in `state/<ID>` so
-//! retries survive restarts. Writes are atomic (write, then rename) but not synced:
-//! losing a state update in a crash can only cause a repeated attempt, never a lost
-//! message, because a message file is removed only after every recipient is final.
+//! Delivery state of one queued message, kept by the spool's [`StateStore`] so
+//! retries survive restarts (JSON; the store's writes are atomic but not synced).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use postern_config::RetryConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::spool::StateStore;
 
 /// Where one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,27 +72,17 @@ impl DeliveryState {
     }
 }
 
-fn path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(id)
-}
-
-/// Reads a state file; None when there is none (a message never tried).
-pub fn load(dir: &Path, id: &str) -> Option<DeliveryState> {
-    let bytes = std::fs::read(path(dir, id)).ok()?;
+/// Reads a message's state; None when there is none (a message never tried).
+/// Blocking: for start-up and the CLI.
+pub fn load(states: &StateStore, id: &str) -> Option<DeliveryState> {
+    let bytes = states.read_blocking(id)?;
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Writes a state file atomically.
-pub fn store(dir: &Path, id: &str, state: &DeliveryState) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{id}.tmp"));
+/// Records a message's state (atomically).
+pub async fn store(states: &StateStore, id: &str, state: &DeliveryState) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path(dir, id))
-}
-
-/// Removes a state file (the message is done).
-pub fn remove(dir: &Path, id: &str) {
-    let _ = std::fs::remove_file(path(dir, id));
+    states.write(id, bytes).await
 }
 
 /// Wait before attempt `attempts + 1`, given `attempts` failed ones: exponential from
@@ -128,17 +117,20 @@ mod tests {
         assert_eq!(retry_delay(&cfg, 1, 0.999_999).as_secs(), 71);
     }
 
-    #[test]
-    fn store_and_load() {
+    #[tokio::test]
+    async fn store_and_load() {
         let dir = tempfile::tempdir().unwrap();
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(&[]).unwrap());
+        let (spool, _) = crate::spool::Spool::open(dir.path(), 0, metrics).unwrap();
+        let states = spool.state_store().unwrap();
         let mut s = DeliveryState::new(&["a@x.test".into(), "b@y.test".into()]);
         s.recipients[0].status = RcptStatus::Delivered;
         s.attempts = 2;
-        store(dir.path(), "ID1", &s).unwrap();
-        assert_eq!(load(dir.path(), "ID1"), Some(s.clone()));
+        store(&states, "ID1", &s).await.unwrap();
+        assert_eq!(load(&states, "ID1"), Some(s.clone()));
         assert_eq!(s.pending().collect::<Vec<_>>(), [1]);
         assert!(!s.is_final());
-        remove(dir.path(), "ID1");
-        assert_eq!(load(dir.path(), "ID1"), None);
+        states.remove("ID1").await;
+        assert_eq!(load(&states, "ID1"), None);
     }
 }
