@@ -1,7 +1,19 @@
-//! Delivery to the next hop: the SMTP client, next-hop resolution (MX or
-//! smarthost), outbound TLS policy, and one delivery run per destination.
+//! Delivery to the next hop, one concern a file:
+//!
+//! - [`route`]: where mail for a destination goes (smarthost or MX) and with what
+//!   TLS policy; [`dns`]: MX and address resolution with hickory-resolver.
+//! - [`connection`]: opening a session with one address (connect, greeting, EHLO,
+//!   STARTTLS or implicit TLS, AUTH).
+//! - [`transaction`]: sending one message's recipients over an open session.
+//! - [`worker`]: one delivery run to a destination: hosts in order, connection reuse.
+//! - [`outcome`]: what became of each recipient, as data.
+//! - [`client`]: the SMTP client, I/O only; [`tls`]: client TLS settings.
 
 pub mod client;
-pub mod deliver;
+pub mod connection;
+pub mod dns;
+pub mod outcome;
 pub mod route;
 pub mod tls;
+pub mod transaction;
+pub mod worker;

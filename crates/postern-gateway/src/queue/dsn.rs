@@ -142,6 +142,79 @@ pub fn header_section(content: &[u8]) -> &[u8] {
     }
 }
 
+/// A DSN to write: the original's envelope and size (its headers are read from the
+/// spool) and each failed recipient with the reason.
+pub struct Notice {
+    pub reporting_mta: String,
+    pub original: crate::spool::SpooledMessage,
+    /// (recipient address, reason, the remote server that answered)
+    pub failed: Vec<(String, crate::outbound::outcome::Reason, Option<String>)>,
+}
+
+impl Notice {
+    /// Writes the DSN to the spool (durable when this returns `Some`), addressed to
+    /// the original sender with the null sender.
+    pub async fn queue(&self, spool: &crate::spool::Spool) -> Option<crate::spool::SpooledMessage> {
+        use tokio::io::AsyncReadExt;
+        let env = &self.original.envelope;
+        let mut head = Vec::new();
+        if let Ok(mut f) = spool
+            .open_body(&env.id, self.original.size.min(64 * 1024))
+            .await
+        {
+            let _ = f.read_to_end(&mut head).await;
+        }
+        let mut writer = spool.create();
+        let unique = writer.id().to_owned();
+        let body = render(&Report {
+            reporting_mta: &self.reporting_mta,
+            original_id: &env.id,
+            original_sender: &env.sender,
+            arrival: env.received_at,
+            failed: self
+                .failed
+                .iter()
+                .map(|(address, reason, remote)| FailedRecipient {
+                    address,
+                    status: reason.status.to_string(),
+                    diagnostic: &reason.detail,
+                    remote_mta: remote.as_deref(),
+                })
+                .collect(),
+            original_headers: header_section(&head),
+            unique: &unique,
+        });
+        if let Err(e) = writer.write(&body).await {
+            tracing::error!(id = %env.id, error = %e, "cannot write DSN");
+            writer.abort().await;
+            return None;
+        }
+        let dsn_env = crate::spool::Envelope {
+            id: unique.clone(),
+            sender: String::new(),
+            recipients: vec![env.sender.clone()],
+            received_at: super::retry::now_unix(),
+            received_at_ms: super::retry::now_ms(),
+            client_ip: String::new(),
+            helo: self.reporting_mta.clone(),
+            auth_user: None,
+            listener: "dsn".into(),
+            smtputf8: !env.sender.is_ascii(),
+            eight_bit: false,
+        };
+        match writer.commit(&dsn_env).await {
+            Ok(msg) => {
+                tracing::info!(id = %env.id, dsn_id = %unique, to = %format!("<{}>", env.sender), "sender non-delivery notification");
+                Some(msg)
+            }
+            Err(e) => {
+                tracing::error!(id = %env.id, error = %e, "cannot queue DSN");
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
