@@ -30,7 +30,7 @@ pub use delivery::{
     DeliveryConfig, DeliveryMode, DnsConfig, OutboundLimits, OutboundTimeouts, OutboundTlsConfig,
     RetryConfig, SmarthostConfig, SmarthostTls, TlsPolicy,
 };
-pub use error::ConfigError;
+pub use error::{ConfigError, FieldError};
 pub use limits::{BareLineEndings, LimitsConfig};
 pub use listeners::{ListenerConfig, ListenerKind};
 pub use log::{LogConfig, LogFormat};
@@ -107,7 +107,7 @@ impl GatewayConfig {
 
     /// Renders the configuration as TOML (what the operator writes into a ConfigMap).
     pub fn to_toml(&self) -> Result<String, ConfigError> {
-        toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid(e.to_string()))
+        toml::to_string_pretty(self).map_err(ConfigError::Render)
     }
 }
 

@@ -63,3 +63,71 @@ fn validation_catches_nonsense() {
     c.timeouts.command = Duration::ZERO;
     assert!(c.validate().is_err());
 }
+
+#[test]
+fn validation_reports_every_problem_with_its_path() {
+    let mut c = GatewayConfig::default();
+    c.listeners.push(c.listeners[0].clone());
+    c.delivery.retry.jitter = 1.5;
+    c.limits.max_recipients = 0;
+    let Err(ConfigError::Invalid(errors)) = c.validate() else {
+        panic!("three mistakes, no error");
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "listeners[3].address",
+            "limits.max_recipients",
+            "delivery.retry.jitter"
+        ]
+    );
+    assert_eq!(
+        errors[0].message,
+        "0.0.0.0:25 is bound by listeners[0] already"
+    );
+    let shown = ConfigError::Invalid(errors).to_string();
+    assert_eq!(
+        shown,
+        "invalid configuration:\n  \
+         listeners[3].address: 0.0.0.0:25 is bound by listeners[0] already\n  \
+         limits.max_recipients: must be at least 1\n  \
+         delivery.retry.jitter: must be at least 0 and less than 1"
+    );
+}
+
+#[test]
+fn each_check_names_its_setting() {
+    type Spoil = fn(&mut GatewayConfig);
+    let cases: [(&str, Spoil); 8] = [
+        ("hostname", |c| c.hostname = "bad host".into()),
+        ("listeners", |c| c.listeners.clear()),
+        ("timeouts.command", |c| c.timeouts.command = Duration::ZERO),
+        ("limits.max_sessions_per_ip", |c| {
+            c.limits.max_sessions_per_ip = 0
+        }),
+        ("delivery.smarthost", |c| {
+            c.delivery.mode = DeliveryMode::Smarthost
+        }),
+        ("delivery.retry.factor", |c| {
+            c.delivery.retry.factor = f64::NAN
+        }),
+        ("delivery.retry.max", |c| {
+            c.delivery.retry.max = Duration::from_secs(1)
+        }),
+        ("delivery.limits.max_connections_per_destination", |c| {
+            c.delivery.limits.max_connections_per_destination = 0
+        }),
+    ];
+    for (path, spoil) in cases {
+        let mut c = GatewayConfig::default();
+        spoil(&mut c);
+        match c.validate() {
+            Err(ConfigError::Invalid(errors)) => {
+                assert_eq!(errors.len(), 1, "{path}: {errors:?}");
+                assert_eq!(errors[0].path, path);
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+}
