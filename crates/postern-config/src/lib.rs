@@ -6,12 +6,16 @@
 //! This crate does no I/O beyond reading the one file it is given.
 //!
 //! One module per section of docs/configuration.md; every type is re-exported here.
+//! [`credentials`] holds the formats of the two files the configuration points to
+//! (the AUTH credentials file and the smarthost login) and password hashing, shared
+//! by the gateway (which reads them) and the operator (which writes them).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 mod auth;
+pub mod credentials;
 
 mod delivery;
 mod error;
