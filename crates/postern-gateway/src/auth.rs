@@ -2,8 +2,8 @@
 //!
 //! The credentials file has one user per line, `name:hash:senders`; its format (and
 //! password hashing) lives in [`postern_config::credentials`], shared with the operator.
-//! Here the parsed users are checked against. Passwords never appear here; error
-//! messages name line numbers only.
+//! This module checks passwords against the parsed users. Passwords never appear
+//! here; error messages name line numbers only.
 //!
 //! Checks take the same time whether or not the user exists: an unknown name is
 //! verified against a dummy hash of the same cost, and every failure gets the same
