@@ -1,9 +1,9 @@
 //! SMTP AUTH credentials and brute-force protection.
 //!
-//! The credentials file has one user per line, `name:hash:senders`, where `hash` is
-//! an argon2id PHC string or a bcrypt hash, and `senders` is a comma-separated list of
-//! addresses, `@domain` entries, or `*` for any sender. Lines starting with `#` are
-//! comments. Passwords never appear here; error messages name line numbers only.
+//! The credentials file has one user per line, `name:hash:senders`; its format (and
+//! password hashing) lives in [`postern_config::credentials`], shared with the operator.
+//! This module checks passwords against the parsed users. Passwords never appear
+//! here; error messages name line numbers only.
 //!
 //! Checks take the same time whether or not the user exists: an unknown name is
 //! verified against a dummy hash of the same cost, and every failure gets the same
@@ -22,7 +22,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use postern_config::credentials::{
+    CredentialsFile, HashAlgorithm, HashError, LineProblem, is_bcrypt,
+};
+
+pub use postern_config::credentials::SenderRule;
 
 /// Errors reading a credentials file.
 #[derive(Debug, thiserror::Error)]
@@ -32,25 +37,16 @@ pub enum CredentialsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("credentials file {path}, line {line}: {what}")]
+    #[error("credentials file {path}, line {line}: {problem}")]
     Line {
         path: PathBuf,
         line: usize,
-        what: &'static str,
+        problem: LineProblem,
     },
-    #[error("cannot hash password: {0}")]
-    Hash(String),
-}
-
-/// What a user may put in MAIL FROM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SenderRule {
-    /// Exactly this address (compared case-insensitively).
-    Address(String),
-    /// Any address at this domain.
-    Domain(String),
-    /// Any sender at all.
-    Any,
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error("no randomness for the dummy password: {0}")]
+    Random(getrandom::Error),
 }
 
 /// One user of the credentials file.
@@ -58,6 +54,7 @@ pub enum SenderRule {
 pub struct User {
     pub name: String,
     hash: String,
+    /// As in the file, in lower case.
     pub senders: Vec<SenderRule>,
 }
 
@@ -81,63 +78,28 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Parses the file format described in the module docs.
+    /// Parses the credentials file format (see [`postern_config::credentials`]).
     pub fn parse(text: &str, path: &Path) -> Result<Self, CredentialsError> {
-        let mut users = HashMap::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err = |what| CredentialsError::Line {
-                path: path.to_owned(),
-                line: i + 1,
-                what,
-            };
-            let mut parts = line.splitn(3, ':');
-            let name = parts.next().unwrap_or_default();
-            let hash = parts
-                .next()
-                .ok_or_else(|| err("expected name:hash:senders"))?;
-            let senders = parts
-                .next()
-                .ok_or_else(|| err("expected name:hash:senders"))?;
-            if name.is_empty() || name.chars().any(char::is_whitespace) {
-                return Err(err("user name is empty or holds white space"));
-            }
-            if !(hash.starts_with("$argon2") || is_bcrypt(hash)) {
-                return Err(err("hash is neither an argon2 PHC string nor bcrypt"));
-            }
-            if hash.starts_with("$argon2") && PasswordHash::new(hash).is_err() {
-                return Err(err("argon2 hash is malformed"));
-            }
-            let mut rules = Vec::new();
-            for s in senders.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                rules.push(if s == "*" {
-                    SenderRule::Any
-                } else if let Some(d) = s.strip_prefix('@') {
-                    if d.is_empty() || d.contains('@') {
-                        return Err(err("sender domain entry is malformed"));
-                    }
-                    SenderRule::Domain(d.to_lowercase())
-                } else if s.contains('@') {
-                    SenderRule::Address(s.to_lowercase())
-                } else {
-                    return Err(err("a sender must be an address, @domain or *"));
-                });
-            }
-            if rules.is_empty() {
-                return Err(err("a user needs at least one allowed sender"));
-            }
-            let user = User {
-                name: name.to_owned(),
-                hash: hash.to_owned(),
-                senders: rules,
-            };
-            if users.insert(name.to_owned(), Arc::new(user)).is_some() {
-                return Err(err("user name appears twice"));
-            }
-        }
+        let file = CredentialsFile::parse(text).map_err(|e| CredentialsError::Line {
+            path: path.to_owned(),
+            line: e.line,
+            problem: e.problem,
+        })?;
+        let users = file
+            .users()
+            .map(|line| {
+                let user = User {
+                    name: line.name().to_owned(),
+                    hash: line.hash().to_owned(),
+                    senders: line
+                        .senders()
+                        .iter()
+                        .map(SenderRule::to_lowercase)
+                        .collect(),
+                };
+                (user.name.clone(), Arc::new(user))
+            })
+            .collect();
         Ok(Self { users })
     }
 
@@ -161,24 +123,16 @@ impl Credentials {
     }
 }
 
-fn is_bcrypt(hash: &str) -> bool {
-    ["$2a$", "$2b$", "$2x$", "$2y$"]
-        .iter()
-        .any(|p| hash.starts_with(p))
-}
-
-/// Hashes a password with argon2id (default parameters) or bcrypt (cost 12).
+/// Hashes a password with argon2id or, with `bcrypt`, bcrypt.
 pub fn hash_password(password: &str, bcrypt: bool) -> Result<String, CredentialsError> {
-    if bcrypt {
-        return bcrypt::hash(password, 12).map_err(|e| CredentialsError::Hash(e.to_string()));
-    }
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| CredentialsError::Hash(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| CredentialsError::Hash(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| CredentialsError::Hash(e.to_string()))
+    let algorithm = if bcrypt {
+        HashAlgorithm::Bcrypt
+    } else {
+        HashAlgorithm::Argon2id
+    };
+    Ok(postern_config::credentials::hash_password(
+        password, algorithm,
+    )?)
 }
 
 fn verify_hash(hash: &str, password: &str) -> bool {
@@ -205,7 +159,7 @@ impl CredentialStore {
     pub fn load(path: &Path) -> Result<Self, CredentialsError> {
         let creds = Credentials::load(path)?;
         let mut pw = [0u8; 16];
-        getrandom::fill(&mut pw).map_err(|e| CredentialsError::Hash(e.to_string()))?;
+        getrandom::fill(&mut pw).map_err(CredentialsError::Random)?;
         let dummy_hash = hash_password(&format!("{pw:?}"), false)?;
         Ok(Self {
             path: path.to_owned(),

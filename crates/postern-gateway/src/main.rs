@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use postern_config::credentials::{
+    CredentialLine, CredentialsFile, HashAlgorithm, SenderRule, hash_password,
+};
 use postern_config::{GatewayConfig, ListenerConfig, ListenerKind, LogFormat};
-use postern_gateway::{auth, listener, queue, spool};
+use postern_gateway::{listener, queue, spool};
 
 #[derive(Parser)]
 #[command(
@@ -115,7 +118,12 @@ fn main() -> Result<()> {
             if pw.is_empty() {
                 bail!("no password on standard input");
             }
-            println!("{}", auth::hash_password(pw, bcrypt)?);
+            let algorithm = if bcrypt {
+                HashAlgorithm::Bcrypt
+            } else {
+                HashAlgorithm::Argon2id
+            };
+            println!("{}", hash_password(pw, algorithm)?);
             Ok(())
         }
         Cmd::Queue { command } => queue(command),
@@ -287,9 +295,13 @@ fn demo_setup(dir: &Path) -> Result<GatewayConfig> {
             b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"[*b as usize % 55] as char
         })
         .collect();
-    let hash = auth::hash_password(&password, false)?;
+    let hash = hash_password(&password, HashAlgorithm::Argon2id)?;
+    let demo = CredentialLine::new("demo", hash, vec![SenderRule::Domain("example.com".into())])
+        .context("building the demo user")?;
+    let mut users = CredentialsFile::new();
+    users.push_user(demo).context("building the demo user")?;
     let creds = dir.join("credentials");
-    std::fs::write(&creds, format!("demo:{hash}:@example.com\n"))
+    std::fs::write(&creds, users.render())
         .with_context(|| format!("writing {}", creds.display()))?;
     let mut cfg = GatewayConfig {
         hostname: "localhost".into(),

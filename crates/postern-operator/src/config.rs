@@ -46,7 +46,7 @@ pub enum ConfigError {
     Network(String),
     #[error("spec.queue.maxLifetime: {0:?} is not a duration like 5d or 12h")]
     Lifetime(String),
-    #[error("the rendered gateway configuration is invalid: {0}")]
+    #[error("cannot render the gateway configuration: {0}")]
     Invalid(#[from] postern_config::ConfigError),
 }
 

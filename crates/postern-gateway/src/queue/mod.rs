@@ -149,13 +149,7 @@ fn read_smarthost_credentials(path: &std::path::Path) -> Result<(String, String)
         what: what.to_owned(),
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(&e.to_string()))?;
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .ok_or_else(|| err("no username:password line"))?;
-    let (user, pw) = line
-        .split_once(':')
-        .ok_or_else(|| err("expected username:password"))?;
-    Ok((user.to_owned(), pw.to_owned()))
+    let login = postern_config::credentials::SmarthostLogin::parse(&text)
+        .map_err(|e| err(&e.to_string()))?;
+    Ok(login.into_parts())
 }
