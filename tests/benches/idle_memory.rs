@@ -44,11 +44,6 @@
 //!
 //! Needs root and Postfix (tests/scripts/install-peers.sh); a missing peer is an error.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

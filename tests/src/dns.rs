@@ -21,11 +21,6 @@
 //! A missing `unbound` binary fails [`TestDns::start`] with the command that installs it
 //! (`tests/scripts/install-peers.sh`); nothing is skipped.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

@@ -21,11 +21,6 @@
 //! on disk so fsync costs what it costs). Set `POSTERN_KEEP_PEERS=1` to keep them after a
 //! test, with their maillog, for a post-mortem.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};

@@ -1,11 +1,6 @@
 //! The committed CRDs are what the Rust types generate, in both places (crds/ and the
 //! chart), byte for byte.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 #[test]
 fn committed_crds_are_current_and_identical() {
     let yaml = postern_api::crd_yaml().unwrap();

@@ -3,11 +3,6 @@
 //! against its CA); TLS required but not offered defers instead of sending in clear;
 //! a wrong smarthost password defers too.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -1,11 +1,6 @@
 //! Keeps docs true to the code: the defaults block in docs/configuration.md is what
 //! the gateway prints for an empty configuration.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::process::Command;
 
 use postern_tests::gateway::gateway_bin;

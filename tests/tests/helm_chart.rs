@@ -6,11 +6,6 @@
 //! server runs the OwnerReferencesPermissionEnforcement admission plugin, as hardened
 //! clusters do, so setting owner references is checked too.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -10,11 +10,6 @@
 //! the loaded rules evaluate without error, and /healthz and /readyz answer; on SIGTERM
 //! readiness turns 503 while an open transaction still completes.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

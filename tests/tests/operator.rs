@@ -4,11 +4,6 @@
 //! operator CRDs switch on a Certificate and a ServiceMonitor; deleting a relay
 //! garbage-collects its children.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

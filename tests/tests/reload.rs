@@ -2,11 +2,6 @@
 //! without a restart, and refusing a broken or half-rotated pair) and the credentials
 //! file (users added and removed, a broken file ignored).
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

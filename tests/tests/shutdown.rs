@@ -2,11 +2,6 @@
 //! session is admitted, an open transaction may finish (and what it sent is queued
 //! durably, found again after a restart), and the grace period bounds the wait.
 
-// TODO(structure): black-box test harness; blocking std::fs is intended here. The
-// disallowed-methods ban in clippy.toml is aimed at the gateway's async code; scoping it
-// to postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::net::SocketAddr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};

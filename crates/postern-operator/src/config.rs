@@ -2,11 +2,6 @@
 //! the operator writes exactly what the gateway reads (one compiler checks both).
 //! Also the paths and ports inside the pod, shared with the workload builder.
 
-// TODO(structure): a unit test writes a configuration file with std::fs. The disallowed-
-// methods ban in clippy.toml is aimed at the gateway's async code; scoping it to
-// postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::time::Duration;
 
 use postern_api::{MailRelay, RelayMode, SmarthostTlsMode};

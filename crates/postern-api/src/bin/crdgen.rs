@@ -2,11 +2,6 @@
 //! CRD reference to docs/crd-reference.md, or with `--check` fails when any is stale.
 //! Run from the workspace root.
 
-// TODO(structure): a build-time CLI; blocking std::fs is intended here. The disallowed-
-// methods ban in clippy.toml is aimed at the gateway's async code; scoping it to
-// postern-gateway would drop this allow.
-#![allow(clippy::disallowed_methods)]
-
 use std::process::ExitCode;
 
 const REFERENCE: &str = "docs/crd-reference.md";
