@@ -16,7 +16,7 @@ use postern_config::credentials::{
     CredentialLine, CredentialsFile, HashAlgorithm, SenderRule, hash_password,
 };
 use postern_config::{GatewayConfig, ListenerConfig, ListenerKind, LogFormat};
-use postern_gateway::{listener, queue, spool};
+use postern_gateway::{Gateway, queue, server, spool};
 
 #[derive(Parser)]
 #[command(
@@ -134,37 +134,38 @@ fn run(cfg: GatewayConfig, ready_file: Option<PathBuf>) -> Result<()> {
     init_logging(&cfg)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let started = postern_gateway::start(cfg)
-            .await
-            .context("starting the gateway")?;
+        let loaded = Gateway::load(cfg).await.context("starting the gateway")?;
         tracing::info!(
-            messages = started.recovered,
+            messages = loaded.recovered,
             "spool scanned; complete messages queued for delivery"
         );
-        let pid_file = started.gateway.spool.pid_file();
+        let gateway = loaded.gateway;
+        let listeners = server::bind(gateway.config())
+            .await
+            .context("starting the gateway")?;
+        let pid_file = gateway.spool().pid_file();
         std::fs::write(&pid_file, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", pid_file.display()))?;
         if let Some(path) = &ready_file {
-            write_ready_file(path, &started.bound_addresses())?;
+            write_ready_file(path, &listeners.addresses())?;
         }
-        if let Some(queue) = started.gateway.queue.clone() {
-            tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
-                    while usr1.recv().await.is_some() {
-                        tracing::info!("SIGUSR1: flushing the queue");
-                        queue.flush();
-                    }
+        let queue = gateway.queue().clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+                while usr1.recv().await.is_some() {
+                    tracing::info!("SIGUSR1: flushing the queue");
+                    queue.flush();
                 }
-            });
-        }
-        let shutdown = started.shutdown;
+            }
+        });
+        let shutdown = loaded.shutdown;
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: no new sessions; open transactions may finish");
             let _ = shutdown.send(true);
         });
-        listener::serve(started.gateway, started.listeners).await;
+        server::run(gateway, listeners).await;
         Ok(())
     })
 }

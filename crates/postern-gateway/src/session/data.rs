@@ -188,9 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     user = envelope.auth_user.as_deref().unwrap_or(""),
                     "message accepted"
                 );
-                if let Some(q) = &self.gw.queue {
-                    q.add(msg);
-                }
+                self.gw.queue.add(msg);
                 Reply::new(
                     250,
                     EnhancedCode(2, 0, 0),

@@ -44,12 +44,21 @@ fn fixture(tweak: impl FnOnce(&mut GatewayConfig)) -> Fixture {
     )
     .unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
+    // A real queue with delivery on hold: accepted mail stays in the spool.
+    cfg.delivery.mode = postern_config::DeliveryMode::Hold;
+    let queue = crate::queue::start(
+        Arc::new(cfg.clone()),
+        spool.clone(),
+        Vec::new(),
+        metrics.clone(),
+    )
+    .unwrap();
     let gw = Arc::new(Gateway::new(
         cfg,
         None,
         Some(store),
         spool,
-        None,
+        queue,
         metrics,
         rx,
     ));
