@@ -83,25 +83,6 @@ impl Connector {
         route: &Route,
         dest_label: &str,
     ) -> Result<Connection, Reason> {
-        let result = self.open_per_policy(hop, addr, route, dest_label).await;
-        let (outcome, tls) = match &result {
-            Ok(s) => ("ok", s.tls),
-            Err(_) => ("failed", TlsUsed::None),
-        };
-        self.metrics
-            .outbound_connections
-            .with_label_values(&[outcome, tls.label(), dest_label])
-            .inc();
-        result
-    }
-
-    async fn open_per_policy(
-        &self,
-        hop: &Hop,
-        addr: SocketAddr,
-        route: &Route,
-        dest_label: &str,
-    ) -> Result<Connection, Reason> {
         let attempt = match route.tls {
             TlsMode::Opportunistic { verify } => {
                 match self.open_with(hop, addr, route, true, verify).await {
@@ -120,7 +101,16 @@ impl Connector {
             }
             TlsMode::None => self.open_with(hop, addr, route, false, false).await,
         };
-        attempt.map_err(OpenError::reason)
+        let result = attempt.map_err(OpenError::reason);
+        let (outcome, tls) = match &result {
+            Ok(s) => ("ok", s.tls),
+            Err(_) => ("failed", TlsUsed::None),
+        };
+        self.metrics
+            .outbound_connections
+            .with_label_values(&[outcome, tls.label(), dest_label])
+            .inc();
+        result
     }
 
     async fn open_with(

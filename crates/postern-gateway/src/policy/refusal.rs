@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use postern_proto::{EnhancedCode, Reply};
+use postern_proto::{ContentFault, EnhancedCode, Reply};
 
 /// A refusal: a command, a transaction or a connection the gateway will not serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub enum Refusal {
     ExpnUnsupported,
     TlsUnavailable,
     QueueWriteError,
+    /// The content broke a rule (RFC 5321 line length, bare CR or LF, NUL).
+    Content(ContentFault),
     /// Connection-level refusals (421): the session ends after them.
     Closing {
         host: String,
@@ -189,6 +191,23 @@ impl Refusal {
                 "TLS not available due to local problem".into(),
             ),
             QueueWriteError => r(451, (4, 3, 0), "Error: queue file write error".into()),
+            Content(fault) => {
+                let (code, e, text) = match fault {
+                    ContentFault::LineTooLong => (
+                        500,
+                        (5, 5, 2),
+                        "a text line is longer than 1000 octets (RFC 5321 4.5.3.1.6)",
+                    ),
+                    ContentFault::BareLf => {
+                        (550, (5, 5, 2), "bare <LF> in message data (RFC 5321 2.3.8)")
+                    }
+                    ContentFault::BareCr => {
+                        (550, (5, 5, 2), "bare <CR> in message data (RFC 5321 2.3.8)")
+                    }
+                    ContentFault::Nul => (550, (5, 6, 0), "NUL octet in message data"),
+                };
+                r(code, e, format!("Error: message refused: {text}").into())
+            }
             Closing { host, why } => {
                 let (e, text) = match why {
                     self::Closing::Blocked => (

@@ -232,26 +232,5 @@ async fn write_checked(c: &mut Content, max: u64, checked: &[u8]) {
 }
 
 fn fault_reply(fault: ContentFault) -> Reply {
-    match fault {
-        ContentFault::LineTooLong => Reply::new(
-            500,
-            EnhancedCode(5, 5, 2),
-            "Error: message refused: a text line is longer than 1000 octets (RFC 5321 4.5.3.1.6)",
-        ),
-        ContentFault::BareLf => Reply::new(
-            550,
-            EnhancedCode(5, 5, 2),
-            "Error: message refused: bare <LF> in message data (RFC 5321 2.3.8)",
-        ),
-        ContentFault::BareCr => Reply::new(
-            550,
-            EnhancedCode(5, 5, 2),
-            "Error: message refused: bare <CR> in message data (RFC 5321 2.3.8)",
-        ),
-        ContentFault::Nul => Reply::new(
-            550,
-            EnhancedCode(5, 6, 0),
-            "Error: message refused: NUL octet in message data",
-        ),
-    }
+    Refusal::Content(fault).reply()
 }
