@@ -3,11 +3,15 @@
 //! symlink, which inotify on the file itself does not see, while `metadata()` follows
 //! the link and notices.
 
-// TODO(structure): the file watcher polls std::fs::metadata (and its reload callbacks
-// read files) on an async task; move the poll and the reload into spawn_blocking.
+//!
+//! The poll and the reload both touch the file system, so both run on the blocking
+//! pool, never on an async worker thread.
+
+// Only ever called from spawn_blocking (below).
 #![allow(clippy::disallowed_methods)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Modification time and length of each file, or None while one is missing.
@@ -30,26 +34,34 @@ pub fn spawn_watcher<F>(
     reload: F,
 ) -> tokio::task::JoinHandle<()>
 where
-    F: Fn() -> Result<(), String> + Send + 'static,
+    F: Fn() -> Result<(), String> + Send + Sync + 'static,
 {
+    let (paths, reload) = (Arc::new(paths), Arc::new(reload));
     tokio::spawn(async move {
-        let mut seen = stamp(&paths);
+        let first = paths.clone();
+        let mut seen = tokio::task::spawn_blocking(move || stamp(&first))
+            .await
+            .ok()
+            .flatten();
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let now = stamp(&paths);
-            if now == seen || now.is_none() {
-                continue;
-            }
-            match reload() {
-                Ok(()) => {
+            let (paths, reload, before) = (paths.clone(), reload.clone(), seen.clone());
+            let changed = tokio::task::spawn_blocking(move || {
+                let now = stamp(&paths);
+                (now != before && now.is_some()).then(|| (now, reload()))
+            })
+            .await;
+            match changed {
+                Ok(Some((now, Ok(())))) => {
                     seen = now;
                     tracing::info!(what, "reloaded after a file change");
                 }
-                Err(error) => {
+                Ok(Some((_, Err(error)))) => {
                     tracing::warn!(what, %error, "file change not loaded; keeping the previous state")
                 }
+                Ok(None) | Err(_) => {}
             }
         }
     })
