@@ -521,6 +521,7 @@ async fn operator_never_records_a_password() {
     const SMARTHOST: &str = "op-sm4rthost-Pa55-9Kq";
     const ROTATED: &str = "rotated-sm4rthost-Pa55-7Wd";
     const MISFILED: &str = "misfiled-Pa55word-under-a-wrong-key";
+    const BROKEN_CA_KEY: &str = "broken-ca-Secret-Pa55word-Zt4";
 
     let cluster = TestCluster::start().unwrap();
     let client = cluster.client().await.unwrap();
@@ -549,6 +550,15 @@ async fn operator_never_records_a_password() {
         &client,
         "smarthost-misfiled",
         json!({"username": "relay@smtp.example.net", "passwd": MISFILED}),
+    )
+    .await;
+
+    // A CA Secret without ca.key (but with another secret in it): the reconcile of
+    // relay2 fails and says so in a Warning Event.
+    create_secret(
+        &client,
+        "relay2-ca",
+        json!({"ca.crt": "not a certificate", "tls.key": BROKEN_CA_KEY}),
     )
     .await;
 
@@ -584,7 +594,8 @@ async fn operator_never_records_a_password() {
         }),
     )
     .await;
-    // A user whose password Secret lacks the key: the reconcile fails (a Warning Event).
+    // A user whose password Secret lacks the key (Degraded), and the broken CA Secret
+    // (the reconcile fails).
     create_relay(
         &client,
         "relay2",
@@ -673,7 +684,24 @@ async fn operator_never_records_a_password() {
             "relay@smtp.example.net",
             ROTATED,
         )
-        .secret("a password under a wrong key", MISFILED);
+        .secret("a password under a wrong key", MISFILED)
+        .secret("a secret in a broken CA Secret", BROKEN_CA_KEY);
+    // The private keys the operator made: every line of their PEM bodies, so that a
+    // part of a key is found too.
+    for (name, key) in [("relay1-ca", "ca.key"), ("relay1-tls", "tls.key")] {
+        let pem = secret_text(&secrets.get(name).await.unwrap(), key);
+        assert!(pem.contains("PRIVATE KEY"), "{name}: {pem}");
+        for (i, line) in pem
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+            .enumerate()
+        {
+            scanner.secret(
+                &format!("the private key in {name} (body line {})", i + 1),
+                line,
+            );
+        }
+    }
 
     // Controls: the Secrets that are meant to hold the passwords, as kubectl shows
     // them (base64, the smarthost one inside the encoded `user:password` line).
