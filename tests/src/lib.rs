@@ -13,4 +13,5 @@ pub mod ledger;
 pub mod loadgen;
 pub mod postfix;
 pub mod prometheus;
+pub mod secrets;
 pub mod smtp;
