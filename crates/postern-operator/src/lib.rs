@@ -5,7 +5,9 @@
 //! Layout: `config` (the gateway's config rendered from postern-config types),
 //! `credentials` (hashes, stable across reconciles), `certs` (self-signed CA and
 //! leaf), `names` (children's names and labels), `resources/` (one pure builder per
-//! child kind). Builders never talk to the API server.
+//! child kind), `reconcile/` (one reconcile, one module per step, status computed
+//! without API calls), `controller` (watches, back-off, failure events). Builders
+//! never talk to the API server.
 
 pub mod certs;
 pub mod config;
