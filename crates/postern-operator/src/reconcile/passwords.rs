@@ -2,6 +2,7 @@
 //! Secret the user can read; the gateway's credentials file (hashes kept stable
 //! across reconciles); and the smarthost login.
 
+use postern_config::credentials::SmarthostLogin;
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -41,6 +42,12 @@ pub async fn resolve(target: &Target<'_>) -> Result<Passwords, Error> {
         Smarthost::Incomplete { secret } => {
             problems.push(format!(
                 "smarthost credentials secret {secret} needs keys username and password"
+            ));
+            None
+        }
+        Smarthost::Invalid { secret, why } => {
+            problems.push(format!(
+                "smarthost credentials secret {secret} cannot be used: {why}"
             ));
             None
         }
@@ -158,6 +165,9 @@ enum Smarthost {
     Login(String),
     /// The Secret `secret` is missing or lacks `username` or `password`.
     Incomplete { secret: String },
+    /// The Secret's login cannot be written as a login file (say, a `:` in the user
+    /// name); `why` never holds the password.
+    Invalid { secret: String, why: String },
 }
 
 /// Reads the Secret `relay.smarthost.credentialsSecret` and, when it holds a whole
@@ -175,10 +185,16 @@ async fn smarthost(relay: &MailRelay, secrets: &Api<Secret>) -> Result<Smarthost
         .as_ref()
         .and_then(|s| Some((secret_value(s, "username")?, secret_value(s, "password")?)))
     {
-        Some((u, p)) => {
-            apply(secrets, &resources::secret::smarthost(relay, &u, &p)).await?;
-            Ok(Smarthost::Login(format!("{u}:{p}")))
-        }
+        Some((u, p)) => match SmarthostLogin::new(u, p) {
+            Ok(login) => {
+                apply(secrets, &resources::secret::smarthost(relay, &login)).await?;
+                Ok(Smarthost::Login(login.render().trim_end().to_owned()))
+            }
+            Err(e) => Ok(Smarthost::Invalid {
+                secret: sname.clone(),
+                why: e.to_string(),
+            }),
+        },
         None => Ok(Smarthost::Incomplete {
             secret: sname.clone(),
         }),

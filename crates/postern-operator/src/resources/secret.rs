@@ -2,6 +2,7 @@
 //! passwords (readable by the user, owned by the relay), and the operator-made TLS
 //! pair and CA.
 
+use postern_config::credentials::SmarthostLogin;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -32,16 +33,13 @@ pub fn credentials(relay: &MailRelay, file: &str) -> Secret {
 }
 
 /// `username:password` for the smarthost, built from the user's Secret.
-pub fn smarthost(relay: &MailRelay, username: &str, password: &str) -> Secret {
+pub fn smarthost(relay: &MailRelay, login: &SmarthostLogin) -> Secret {
     let n = Names::new(&super::relay_name(relay));
     secret(
         relay,
         n.smarthost(),
         "Opaque",
-        BTreeMap::from([(
-            paths::SMARTHOST_FILE.to_owned(),
-            format!("{username}:{password}\n"),
-        )]),
+        BTreeMap::from([(paths::SMARTHOST_FILE.to_owned(), login.render())]),
     )
 }
 
@@ -100,7 +98,7 @@ mod tests {
         let s = user_password(&r, "App_1", "pw");
         assert_eq!(s.metadata.name.as_deref(), Some("mail-user-app-1"));
         assert_eq!(s.string_data.unwrap()["password"], "pw");
-        let s = smarthost(&r, "u", "p");
+        let s = smarthost(&r, &SmarthostLogin::new("u", "p").unwrap());
         assert_eq!(s.string_data.unwrap()["credentials"], "u:p\n");
     }
 }
