@@ -34,7 +34,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
 use crate::peers::{BASE_DIR, INSTALL_HINT, keep_peers, require, scratch_dir};
-use crate::process::{ChildGuard, SpawnGuarded, free_local_addr, wait_for_port, wait_serving};
+use crate::process::{
+    ChildGuard, SpawnGuarded, free_local_addr, retry_on_new_port, wait_for_port, wait_serving,
+};
 
 const SYSTEM_MAIN_CF: &str = "/etc/postfix/main.cf";
 const LOCK_FILE: &str = "/etc/postfix/.postern-tests.lock";
@@ -899,14 +901,9 @@ impl SmtpSink {
     /// [`SmtpSink::start`] on a free port of 127.0.0.1 (another one if that is taken
     /// before smtp-sink binds it).
     pub fn start_local(extra_args: &[&str]) -> Result<Self> {
-        let mut last_err = None;
-        for _ in 0..5 {
-            match Self::start(free_local_addr()?, extra_args) {
-                Ok(sink) => return Ok(sink),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow!("smtp-sink did not start")))
+        retry_on_new_port("smtp-sink", free_local_addr, |addr| {
+            Self::start(addr, extra_args)
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -221,26 +221,38 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// Starts a server on a port picked by `pick`: `spawn` starts it there and `ready`
-/// waits until it serves. A port that was free when picked can be taken before the
-/// server binds it, so on failure the child is killed and another port tried, five
-/// times.
-pub fn start_on_free_port(
+/// Runs `start` with addresses from `pick` until it succeeds, five times at most: a
+/// port that was free when picked can be taken before the server binds it. Every
+/// server that cannot say which port it bound starts through here.
+pub fn retry_on_new_port<T>(
     what: &str,
     mut pick: impl FnMut() -> Result<SocketAddr>,
-    mut spawn: impl FnMut(SocketAddr) -> Result<ChildGuard>,
-    mut ready: impl FnMut(&mut ChildGuard, SocketAddr) -> Result<()>,
-) -> Result<(ChildGuard, SocketAddr)> {
+    mut start: impl FnMut(SocketAddr) -> Result<T>,
+) -> Result<T> {
     let mut last_err = None;
     for _ in 0..5 {
-        let addr = pick()?;
-        let mut child = spawn(addr)?;
-        match ready(&mut child, addr) {
-            Ok(()) => return Ok((child, addr)),
+        match start(pick()?) {
+            Ok(started) => return Ok(started),
             Err(e) => last_err = Some(e),
         }
     }
     Err(last_err.unwrap_or_else(|| anyhow!("{what} did not start")))
+}
+
+/// Starts a server on a port picked by `pick`: `spawn` starts it there and `ready`
+/// waits until it serves; on failure the child is killed and another port tried
+/// ([`retry_on_new_port`]).
+pub fn start_on_free_port(
+    what: &str,
+    pick: impl FnMut() -> Result<SocketAddr>,
+    mut spawn: impl FnMut(SocketAddr) -> Result<ChildGuard>,
+    mut ready: impl FnMut(&mut ChildGuard, SocketAddr) -> Result<()>,
+) -> Result<(ChildGuard, SocketAddr)> {
+    retry_on_new_port(what, pick, |addr| {
+        let mut child = spawn(addr)?;
+        ready(&mut child, addr)?;
+        Ok((child, addr))
+    })
 }
 
 /// Waits until a server `child` started on `addr` is `serving` (polled every `poll`).
