@@ -19,7 +19,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use postern_api::{MailRelay, RelayMode};
 use postern_tests::kube::{TestCluster, kubernetes_version, third_party_crds};
 use postern_tests::repo_file;
-use postern_tests::wait::eventually_async;
+use postern_tests::wait::{eventually, eventually_async};
 use serde_json::json;
 
 const NS: &str = "default";
@@ -59,6 +59,12 @@ fn cluster() -> &'static TestCluster {
         cluster
             .wait_crds_established(&["mailrelays.postern.dev"], Duration::from_secs(60))
             .unwrap();
+        // Discovery of a new CRD can lag a moment behind Established.
+        eventually("mailrelays to be served", Duration::from_secs(30), || {
+            cluster
+                .kubectl(&["get", "mailrelays"])
+                .is_ok_and(|out| out.status.success())
+        });
         cluster
     })
 }
