@@ -34,7 +34,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
 use crate::peers::scratch_dir;
-use crate::process::{ChildGuard, SpawnGuarded, free_local_addr};
+use crate::process::{ChildGuard, SpawnGuarded, free_local_addr, retry_on_new_port};
 
 /// The field manager the tests use for server-side apply.
 pub const FIELD_MANAGER: &str = "postern-tests";
@@ -214,20 +214,16 @@ impl TestCluster {
     }
 
     /// Starts a cluster with `options`. A port that was free when picked can be taken
-    /// before a server binds it, so a failed start is retried with new ports.
+    /// before a server binds it, so a failed start is retried with new ports
+    /// ([`retry_on_new_port`]).
     pub fn start_with(options: ClusterOptions) -> Result<Self> {
         let bin = ensure_binaries()?;
-        let mut last_err = None;
-        for _ in 0..3 {
-            match Self::try_start(&bin, &options) {
-                Ok(cluster) => return Ok(cluster),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow!("the test cluster did not start")))
+        retry_on_new_port("the test cluster", free_local_addr, |api_addr| {
+            Self::try_start(&bin, &options, api_addr)
+        })
     }
 
-    fn try_start(bin: &Path, options: &ClusterOptions) -> Result<Self> {
+    fn try_start(bin: &Path, options: &ClusterOptions, api_addr: SocketAddr) -> Result<Self> {
         let dir = scratch_dir("k8s-")?;
         let token = random_hex(32);
         let mut cluster = TestCluster {
@@ -270,7 +266,6 @@ impl TestCluster {
         let key = rcgen::KeyPair::generate().context("making the service-account key")?;
         std::fs::write(&sa_key, key.serialize_pem())?;
         std::fs::write(&sa_pub, key.public_key_pem())?;
-        let api_addr = free_local_addr()?;
         cluster.server_url = format!("https://{api_addr}");
         let mut apiserver = Command::new(bin.join("kube-apiserver"));
         apiserver
