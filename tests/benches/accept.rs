@@ -47,18 +47,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use postern_tests::bench::{self, DOMAIN, Gateway, PASSWORD, USER, millis};
 use postern_tests::loadgen::{self, LoadReport, LoadSpec, Stop};
-use postern_tests::postfix::{
-    self, CertFiles, Delivery, PostfixInstance, SmtpSink, SubmissionOptions,
-};
+use postern_tests::postfix::{CertFiles, Delivery, PostfixInstance, SmtpSink, SubmissionOptions};
+use postern_tests::process::free_local_addr;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("accept benchmark failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::main("accept", run)
 }
 
 struct Settings {
@@ -74,13 +67,13 @@ impl Settings {
     fn from_env() -> Result<Self> {
         let benchmarking = bench::benchmarking();
         let sessions = bench::session_counts(if benchmarking { &[1, 20, 100] } else { &[2] })?;
-        let seconds = bench::env_parse(
+        let seconds = bench::knob(
             "POSTERN_BENCH_SECONDS",
-            if benchmarking { 10.0 } else { 1.0 },
+            10.0,
+            1.0,
+            |&s| s > 0.0 && s < 3600.0,
+            "between 0 and 3600",
         )?;
-        if !(seconds > 0.0 && seconds < 3600.0) {
-            bail!("POSTERN_BENCH_SECONDS must be between 0 and 3600");
-        }
         let message_size = bench::env_parse("POSTERN_BENCH_MESSAGE_SIZE", 4096)?;
         let relay = match bench::env_var("POSTERN_BENCH_POSTFIX").as_deref() {
             None | Some("hold") => false,
@@ -97,21 +90,12 @@ impl Settings {
     }
 }
 
-struct Row {
-    sessions: usize,
-    postfix: LoadReport,
-    postern: Option<LoadReport>,
-}
+/// A session count and what each server did with it.
+type Row = bench::Row<usize, LoadReport>;
 
 fn run() -> Result<()> {
-    postfix::require_postfix()?;
     let settings = Settings::from_env()?;
-    // `_work` keeps the scratch directory (and the certificate in it) alive.
-    let bench::RunFiles {
-        work: _work,
-        cert,
-        credentials,
-    } = bench::prepare_run(settings.gateway.as_deref())?;
+    let files = bench::prepare_run(settings.gateway.as_deref())?;
     println!(
         "load: {:?} per point, {} octet messages, STARTTLS + AUTH PLAIN, pipelined; \
          the servers {}",
@@ -123,42 +107,26 @@ fn run() -> Result<()> {
             "hold mail in their queues"
         }
     );
-    // One thread for the load leaves the other core to the server under test.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = bench::load_runtime()?;
 
-    let mut rows = Vec::new();
-    for &sessions in &settings.sessions {
-        let postfix = measure_postfix(&settings, &runtime, &cert, sessions)?;
-        println!("postfix {postfix}");
-        let postern = match (&settings.gateway, &credentials) {
-            (Some(bin), Some(credentials)) => {
-                let report =
-                    measure_postern(&settings, &runtime, bin, &cert, credentials, sessions)?;
-                println!("postern {report}");
-                Some(report)
-            }
-            _ => None,
-        };
-        rows.push(Row {
-            sessions,
-            postfix,
-            postern,
-        });
-    }
+    let rows = bench::measure_points(
+        &settings.sessions,
+        settings.gateway.as_deref(),
+        &files,
+        |sessions| measure_postfix(&settings, &runtime, &files.cert, sessions),
+        |sessions, bin, credentials| {
+            measure_postern(&settings, &runtime, bin, &files.cert, credentials, sessions)
+        },
+        |server, _, report| format!("{server} {report}"),
+    )?;
     print_table(&rows);
     if !settings.relay {
         println!("Every acknowledged message was found in its server's queue.");
     }
     for row in &rows {
-        for (name, report) in [
-            ("Postfix", Some(&row.postfix)),
-            ("Postern", row.postern.as_ref()),
-        ] {
+        for (name, report) in row.measurements() {
             if report.is_some_and(|r| r.accepted == 0) {
-                bail!("{name} accepted nothing with {} sessions", row.sessions);
+                bail!("{name} accepted nothing with {} sessions", row.point);
             }
         }
     }
@@ -201,12 +169,8 @@ fn measure_postfix(
     cert: &CertFiles,
     sessions: usize,
 ) -> Result<LoadReport> {
-    let sink = if settings.relay {
-        Some(SmtpSink::start(postfix::free_local_addr()?, &[])?)
-    } else {
-        None
-    };
-    let mut opts = SubmissionOptions::new(postfix::free_local_addr()?, cert.clone());
+    let sink = bench::sink_if(settings.relay)?;
+    let mut opts = SubmissionOptions::new(free_local_addr()?, cert.clone());
     opts.user = USER.to_owned();
     opts.domain = DOMAIN.to_owned();
     opts.password = PASSWORD.to_owned();
@@ -248,11 +212,7 @@ fn measure_postern(
     credentials: &Path,
     sessions: usize,
 ) -> Result<LoadReport> {
-    let sink = if settings.relay {
-        Some(SmtpSink::start(postfix::free_local_addr()?, &[])?)
-    } else {
-        None
-    };
+    let sink = bench::sink_if(settings.relay)?;
     let gateway = Gateway::start(
         bin,
         cert,
@@ -297,7 +257,7 @@ fn print_table(rows: &[Row]) {
         };
         println!(
             "{:>8}  {:>13.0}  {:>13}  {:>6}  {:>11}  {:>11}",
-            row.sessions,
+            row.point,
             row.postfix.rate(),
             postern_rate,
             ratio,

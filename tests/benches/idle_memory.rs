@@ -54,18 +54,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use postern_tests::bench::{self, DOMAIN, Gateway, PASSWORD, USER};
 use postern_tests::loadgen;
-use postern_tests::postfix::{self, CertFiles, PostfixInstance, SubmissionOptions};
+use postern_tests::postfix::{CertFiles, PostfixInstance, SubmissionOptions};
+use postern_tests::process::free_local_addr;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use rustls_pki_types::ServerName;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("idle memory benchmark failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::main("idle memory", run)
 }
 
 struct Settings {
@@ -80,10 +75,7 @@ struct Settings {
 impl Settings {
     fn from_env() -> Result<Self> {
         let benchmarking = bench::benchmarking();
-        let sessions = bench::env_parse("POSTERN_BENCH_IDLE", if benchmarking { 500 } else { 5 })?;
-        if sessions == 0 {
-            bail!("POSTERN_BENCH_IDLE must be positive");
-        }
+        let sessions = bench::knob("POSTERN_BENCH_IDLE", 500, 5, |&n| n > 0, "positive")?;
         let kinds = match bench::env_var("POSTERN_BENCH_IDLE_TLS").as_deref() {
             None | Some("1") => vec![Kind::Plain, Kind::Tls],
             Some("0") => vec![Kind::Plain],
@@ -253,13 +245,7 @@ fn ehlo<S: std::io::Read + Write>(io: &mut BufReader<S>) -> Result<Vec<String>> 
     io.get_mut().write_all(b"EHLO idle.bench.test\r\n")?;
     io.get_mut().flush()?;
     let reply = expect(io, 250, "EHLO")?;
-    Ok(reply
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.get(4..))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_ascii_uppercase)
-        .collect())
+    Ok(loadgen::ehlo_keywords(&reply))
 }
 
 /// Reads one (possibly multi-line) reply and fails unless its code is `code`.
@@ -385,7 +371,7 @@ fn measure_postfix(
     kind: Kind,
     tls: &Arc<ClientConfig>,
 ) -> Result<Measurement> {
-    let mut opts = SubmissionOptions::new(postfix::free_local_addr()?, cert.clone());
+    let mut opts = SubmissionOptions::new(free_local_addr()?, cert.clone());
     opts.user = USER.to_owned();
     opts.domain = DOMAIN.to_owned();
     opts.password = PASSWORD.to_owned();
@@ -418,44 +404,27 @@ fn measure_postern(
     Ok(m)
 }
 
-struct Row {
-    kind: Kind,
-    postfix: Measurement,
-    postern: Option<Measurement>,
-}
+/// A kind of session and what each server did with it.
+type Row = bench::Row<Kind, Measurement>;
 
 fn run() -> Result<()> {
-    postfix::require_postfix()?;
     let settings = Settings::from_env()?;
-    // `_work` keeps the scratch directory (and the certificate in it) alive.
-    let bench::RunFiles {
-        work: _work,
-        cert,
-        credentials,
-    } = bench::prepare_run(settings.gateway.as_deref())?;
+    let files = bench::prepare_run(settings.gateway.as_deref())?;
     let tls = loadgen::insecure_client_config()?;
     println!(
         "{} idle sessions per measurement, after one warm-up session of the same kind",
         settings.sessions
     );
-    let mut rows = Vec::new();
-    for &kind in &settings.kinds {
-        let postfix = measure_postfix(&settings, &cert, kind, &tls)?;
-        println!("{}", postfix.describe("postfix", kind));
-        let postern = match (&settings.gateway, &credentials) {
-            (Some(bin), Some(credentials)) => {
-                let m = measure_postern(&settings, bin, &cert, credentials, kind, &tls)?;
-                println!("{}", m.describe("postern", kind));
-                Some(m)
-            }
-            _ => None,
-        };
-        rows.push(Row {
-            kind,
-            postfix,
-            postern,
-        });
-    }
+    let rows = bench::measure_points(
+        &settings.kinds,
+        settings.gateway.as_deref(),
+        &files,
+        |kind| measure_postfix(&settings, &files.cert, kind, &tls),
+        |kind, bin, credentials| {
+            measure_postern(&settings, bin, &files.cert, credentials, kind, &tls)
+        },
+        |server, kind, m| m.describe(server, kind),
+    )?;
     print_table(&settings, &rows);
     Ok(())
 }
@@ -491,7 +460,7 @@ fn print_table(settings: &Settings, rows: &[Row]) {
         let postern = row.postern.as_ref();
         println!(
             "{:>8}  {:>11}  {:>11}  {:>15}  {:>11}  {:>11}  {:>15}  {:>11}",
-            row.kind.name(),
+            row.point.name(),
             bytes(Some(&row.postfix), |m| m.pss),
             bytes(postern, |m| m.pss),
             ratio(row).map_or("-".to_owned(), |r| format!("{r:.1}")),
@@ -506,7 +475,7 @@ fn print_table(settings: &Settings, rows: &[Row]) {
         .map(|row| {
             format!(
                 "{} {}",
-                row.kind.name(),
+                row.point.name(),
                 ratio(row).map_or("-".to_owned(), |r| format!("{r:.1}"))
             )
         })

@@ -68,22 +68,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use postern_tests::bench::{self, DOMAIN, Gateway, PASSWORD, USER, millis};
 use postern_tests::loadgen::{self, LoadReport, LoadSpec, Stop};
-use postern_tests::postfix::{
-    self, CertFiles, Delivery, PostfixInstance, SmtpSink, SubmissionOptions,
-};
+use postern_tests::peers::require;
+use postern_tests::postfix::{CertFiles, Delivery, PostfixInstance, SmtpSink, SubmissionOptions};
+use postern_tests::process::free_local_addr;
 use postern_tests::prometheus::metric_sum;
 
 /// Postfix's `default_destination_concurrency_limit` out of the box (3.x).
 const POSTFIX_DEFAULT_CONCURRENCY: usize = 20;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("relay benchmark failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::main("relay", run)
 }
 
 struct Settings {
@@ -100,27 +94,22 @@ impl Settings {
     fn from_env() -> Result<Self> {
         let benchmarking = bench::benchmarking();
         let sessions = bench::session_counts(if benchmarking { &[20, 100] } else { &[2] })?;
-        let messages = bench::env_parse(
-            "POSTERN_BENCH_MESSAGES",
-            if benchmarking { 5000 } else { 20 },
-        )?;
-        if messages == 0 {
-            bail!("POSTERN_BENCH_MESSAGES must be positive");
-        }
-        let concurrency = bench::env_parse(
+        let positive = |&n: &usize| n > 0;
+        let messages = bench::knob("POSTERN_BENCH_MESSAGES", 5000, 20, positive, "positive")?;
+        let concurrency = bench::knob(
             "POSTERN_BENCH_RELAY_CONCURRENCY",
             POSTFIX_DEFAULT_CONCURRENCY,
+            POSTFIX_DEFAULT_CONCURRENCY,
+            positive,
+            "positive",
         )?;
-        if concurrency == 0 {
-            bail!("POSTERN_BENCH_RELAY_CONCURRENCY must be positive");
-        }
-        let drain = bench::env_parse(
+        let drain = bench::knob(
             "POSTERN_BENCH_DRAIN_SECONDS",
-            if benchmarking { 300.0 } else { 60.0 },
+            300.0,
+            60.0,
+            |&d| d > 0.0 && d < 86_400.0,
+            "between 0 and 86400",
         )?;
-        if !(drain > 0.0 && drain < 86_400.0) {
-            bail!("POSTERN_BENCH_DRAIN_SECONDS must be between 0 and 86400");
-        }
         Ok(Self {
             sessions,
             messages,
@@ -199,71 +188,43 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-struct Row {
-    sessions: usize,
-    /// Messages each server was given.
-    messages: usize,
-    postfix: Measurement,
-    postern: Option<Measurement>,
-}
+/// A session count and what each server did with it.
+type Row = bench::Row<usize, Measurement>;
 
 fn run() -> Result<()> {
-    postfix::require_postfix()?;
     let settings = Settings::from_env()?;
-    // `_work` keeps the scratch directory (and the certificate in it) alive.
-    let bench::RunFiles {
-        work: _work,
-        cert,
-        credentials,
-    } = bench::prepare_run(settings.gateway.as_deref())?;
+    let files = bench::prepare_run(settings.gateway.as_deref())?;
     println!(
         "load: about {} messages of {} octets per server and point, STARTTLS + AUTH PLAIN, \
          pipelined; each server relays in plain SMTP to its own smtp-sink over at most {} \
          connections",
         settings.messages, settings.message_size, settings.concurrency
     );
-    // One thread for the load leaves the other core to the server under test (and the
-    // sink).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = bench::load_runtime()?;
 
-    let mut rows = Vec::new();
-    for &sessions in &settings.sessions {
-        let postfix = measure_postfix(&settings, &runtime, &cert, sessions)?;
-        println!("postfix {postfix}");
-        let postern = match (&settings.gateway, &credentials) {
-            (Some(bin), Some(credentials)) => {
-                let m = measure_postern(&settings, &runtime, bin, &cert, credentials, sessions)?;
-                println!("postern {m}");
-                Some(m)
-            }
-            _ => None,
-        };
-        rows.push(Row {
-            sessions,
-            messages: settings.per_session(sessions) * sessions,
-            postfix,
-            postern,
-        });
-    }
-    print_table(&rows);
+    let rows = bench::measure_points(
+        &settings.sessions,
+        settings.gateway.as_deref(),
+        &files,
+        |sessions| measure_postfix(&settings, &runtime, &files.cert, sessions),
+        |sessions, bin, credentials| {
+            measure_postern(&settings, &runtime, bin, &files.cert, credentials, sessions)
+        },
+        |server, _, m| format!("{server} {m}"),
+    )?;
+    print_table(&settings, &rows);
     for row in &rows {
-        for (name, m) in [
-            ("Postfix", Some(&row.postfix)),
-            ("Postern", row.postern.as_ref()),
-        ] {
+        for (name, m) in row.measurements() {
             let Some(m) = m else { continue };
             if m.load.accepted == 0 {
-                bail!("{name} accepted nothing with {} sessions", row.sessions);
+                bail!("{name} accepted nothing with {} sessions", row.point);
             }
             if m.end_to_end.is_none() {
                 bail!(
                     "{name} delivered only {} of {} messages with {} sessions within {:?}",
                     m.delivered,
                     m.load.accepted,
-                    row.sessions,
+                    row.point,
                     settings.drain_timeout
                 );
             }
@@ -320,8 +281,8 @@ fn measure_postfix(
     cert: &CertFiles,
     sessions: usize,
 ) -> Result<Measurement> {
-    let sink = SmtpSink::start(postfix::free_local_addr()?, &[])?;
-    let mut opts = SubmissionOptions::new(postfix::free_local_addr()?, cert.clone());
+    let sink = SmtpSink::start_local(&[])?;
+    let mut opts = SubmissionOptions::new(free_local_addr()?, cert.clone());
     opts.user = USER.to_owned();
     opts.domain = DOMAIN.to_owned();
     opts.password = PASSWORD.to_owned();
@@ -336,12 +297,7 @@ fn measure_postfix(
         &sink,
     )?;
     if m.end_to_end.is_none() {
-        let log = instance.maillog().unwrap_or_default();
-        let tail = log.lines().rev().take(20).collect::<Vec<_>>();
-        eprintln!(
-            "Postfix's log ends with:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+        bench::print_log_tail("Postfix's", &instance.maillog().unwrap_or_default());
     }
     drop(instance);
     drop(sink);
@@ -351,7 +307,7 @@ fn measure_postfix(
 /// Sets `default_destination_concurrency_limit` when it is not already Postfix's
 /// default, and says what Postfix uses.
 fn set_postfix_concurrency(instance: &PostfixInstance, limit: usize) -> Result<()> {
-    let postconf = postfix::require("postconf")?;
+    let postconf = require("postconf")?;
     if limit != POSTFIX_DEFAULT_CONCURRENCY {
         let status = Command::new(&postconf)
             .arg("-c")
@@ -363,7 +319,7 @@ fn set_postfix_concurrency(instance: &PostfixInstance, limit: usize) -> Result<(
         if !status.success() {
             bail!("postconf -e default_destination_concurrency_limit failed: {status}");
         }
-        let status = Command::new(postfix::require("postfix")?)
+        let status = Command::new(require("postfix")?)
             .arg("-c")
             .arg(instance.config_dir())
             .arg("reload")
@@ -396,7 +352,7 @@ fn measure_postern(
     credentials: &Path,
     sessions: usize,
 ) -> Result<Measurement> {
-    let sink = SmtpSink::start(postfix::free_local_addr()?, &[])?;
+    let sink = SmtpSink::start_local(&[])?;
     let gateway = Gateway::start_with(
         bin,
         cert,
@@ -424,12 +380,7 @@ fn measure_postern(
         Err(e) => println!("postern {sessions} sessions internals: none ({e:#})"),
     }
     if m.end_to_end.is_none() {
-        let log = gateway.log();
-        let tail = log.lines().rev().take(20).collect::<Vec<_>>();
-        eprintln!(
-            "the gateway's log ends with:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+        bench::print_log_tail("the gateway's", &gateway.log());
     }
     drop(gateway);
     drop(sink);
@@ -479,7 +430,7 @@ impl fmt::Display for Internals {
     }
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(settings: &Settings, rows: &[Row]) {
     let rate = |m: Option<&Measurement>| match m.and_then(Measurement::e2e_rate) {
         Some(r) => format!("{r:.0}"),
         None if m.is_some() => "timeout".to_owned(),
@@ -519,8 +470,9 @@ fn print_table(rows: &[Row]) {
         let postern = row.postern.as_ref();
         println!(
             "{:>8}  {:>8}  {:>15}  {:>15}  {:>6}  {:>14}  {:>14}  {:>14}  {:>14}",
-            row.sessions,
-            row.messages,
+            row.point,
+            // Messages each server was given.
+            settings.per_session(row.point) * row.point,
             rate(Some(&row.postfix)),
             rate(postern),
             ratio(row).map_or("-".to_owned(), |r| format!("{r:.2}")),
@@ -539,7 +491,7 @@ fn print_table(rows: &[Row]) {
         .map(|row| {
             format!(
                 "{} sessions {}",
-                row.sessions,
+                row.point,
                 ratio(row).map_or("-".to_owned(), |r| format!("{r:.2}"))
             )
         })

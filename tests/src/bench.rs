@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,10 @@ use postern_config::{
 };
 use tempfile::TempDir;
 
-use crate::postfix::{self, CertFiles};
+use crate::gateway::run_gateway;
+use crate::peers::scratch_dir;
+use crate::postfix::{self, CertFiles, SmtpSink};
+use crate::process::ChildGuard;
 
 /// The SASL user of both servers; Postfix's login is `USER@DOMAIN`, Postern's `USER`.
 pub const USER: &str = "bench";
@@ -47,6 +50,26 @@ where
         Some(s) => s.trim().parse().with_context(|| format!("{name}: {s:?}")),
         None => Ok(default),
     }
+}
+
+/// A numeric knob: `name` parsed, or by default `benchmark` in a benchmark run and
+/// `smoke` in a smoke run; an error saying `name must be RULE` unless `valid`.
+pub fn knob<T>(
+    name: &str,
+    benchmark: T,
+    smoke: T,
+    valid: impl Fn(&T) -> bool,
+    rule: &str,
+) -> Result<T>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let value = env_parse(name, if benchmarking() { benchmark } else { smoke })?;
+    if !valid(&value) {
+        bail!("{name} must be {rule}");
+    }
+    Ok(value)
 }
 
 /// `POSTERN_BENCH_SESSIONS` (comma-separated positive counts), or `default`.
@@ -146,9 +169,9 @@ pub fn write_credentials(bin: &Path, dir: &Path) -> Result<PathBuf> {
 }
 
 /// A gateway process with one submission listener on loopback and a fresh spool under
-/// [`postfix::BASE_DIR`], stopped with SIGTERM when dropped.
+/// [`crate::peers::BASE_DIR`], stopped with SIGTERM when dropped.
 pub struct Gateway {
-    child: Child,
+    child: ChildGuard,
     addr: SocketAddr,
     metrics: SocketAddr,
     bin: PathBuf,
@@ -178,11 +201,12 @@ impl Gateway {
         smarthost: Option<SocketAddr>,
         configure: impl FnOnce(&mut GatewayConfig),
     ) -> Result<Self> {
-        let dir = postfix::scratch_dir("bench-postern-")?;
-        let addr = postfix::free_local_addr()?;
+        let dir = scratch_dir("bench-postern-")?;
+        // Port 0: the ready file says which port the kernel chose.
+        let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
         let mut config = GatewayConfig {
             hostname: "postern.bench.test".to_owned(),
-            listeners: vec![ListenerConfig::new(ListenerKind::Submission, addr)],
+            listeners: vec![ListenerConfig::new(ListenerKind::Submission, any_port)],
             ..GatewayConfig::default()
         };
         config.tls.certificate = cert.certificate.clone();
@@ -190,7 +214,7 @@ impl Gateway {
         config.spool.directory = dir.path().join("spool");
         config.auth.credentials_file = Some(credentials.to_owned());
         // Loopback only, and a port of its own.
-        config.metrics.address = postfix::free_local_addr()?;
+        config.metrics.address = any_port;
         // Every session comes from 127.0.0.1; the limits must not be what is measured.
         config.limits.max_sessions_per_ip = (2 * sessions).max(200);
         config.limits.max_sessions = config.limits.max_sessions.max(4 * sessions);
@@ -220,40 +244,23 @@ impl Gateway {
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config.to_toml()?)
             .with_context(|| format!("writing {}", config_path.display()))?;
-        let log = std::fs::File::create(dir.path().join("gateway.log"))?;
-        let child = Command::new(bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut gateway = Self {
+        let (child, bound) = run_gateway(
+            bin,
+            &config_path,
+            &dir.path().join("ready.json"),
+            &dir.path().join("gateway.log"),
+        )?;
+        Ok(Self {
             child,
-            addr,
-            metrics: config.metrics.address,
+            addr: bound
+                .listener(ListenerKind::Submission)
+                .context("no submission listener in the ready file")?,
+            metrics: bound
+                .metrics
+                .context("no metrics server in the ready file")?,
             bin: bin.to_owned(),
             dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = gateway.child.try_wait()? {
-                bail!(
-                    "the gateway exited with {status} before listening:\n{}",
-                    gateway.log()
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "the gateway does not listen on {addr} after 30 s:\n{}",
-                    gateway.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(gateway)
+        })
     }
 
     /// The submission listener.
@@ -322,8 +329,7 @@ impl Drop for Gateway {
             std::thread::sleep(Duration::from_millis(20));
         }
         eprintln!("the gateway ignored SIGTERM for 10 s; killing it");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill_now();
     }
 }
 
@@ -335,14 +341,17 @@ pub fn millis(d: Duration) -> f64 {
 /// What every benchmark run starts from: a scratch directory, the server certificate
 /// both servers use, and the gateway's credentials file (when the gateway is measured).
 pub struct RunFiles {
+    /// Keeps the scratch directory (and the certificate in it) alive.
     pub work: tempfile::TempDir,
     pub cert: postfix::CertFiles,
     pub credentials: Option<std::path::PathBuf>,
 }
 
-/// Creates the [`RunFiles`]; `gateway` is the gateway binary, when it is measured.
+/// Checks that Postfix is there and creates the [`RunFiles`]; `gateway` is the gateway
+/// binary, when it is measured.
 pub fn prepare_run(gateway: Option<&std::path::Path>) -> Result<RunFiles> {
-    let work = postfix::scratch_dir("bench-")?;
+    postfix::require_postfix()?;
+    let work = scratch_dir("bench-")?;
     let cert = postfix::write_self_signed_cert(work.path(), &["localhost"])?;
     let credentials = match gateway {
         Some(bin) => {
@@ -356,4 +365,90 @@ pub fn prepare_run(gateway: Option<&std::path::Path>) -> Result<RunFiles> {
         cert,
         credentials,
     })
+}
+
+/// A benchmark's `main`: runs `run`; an error is printed as `NAME benchmark failed: …`
+/// and fails the process.
+pub fn main(name: &str, run: impl FnOnce() -> Result<()>) -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name} benchmark failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The runtime that drives the load: one thread, which leaves the other core to the
+/// server under test.
+pub fn load_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// An smtp-sink on loopback for a server to relay to, when `relay`.
+pub fn sink_if(relay: bool) -> Result<Option<SmtpSink>> {
+    relay.then(|| SmtpSink::start_local(&[])).transpose()
+}
+
+/// Prints the end of `log` (the last 20 lines) to stderr, headed by `whose`, after a
+/// measurement that did not finish.
+pub fn print_log_tail(whose: &str, log: &str) {
+    let tail = log.lines().rev().take(20).collect::<Vec<_>>();
+    eprintln!(
+        "{whose} log ends with:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// One point of a benchmark (a session count, a kind of session): what Postfix
+/// measured, and what the gateway did unless Postfix is measured alone.
+pub struct Row<P, M> {
+    pub point: P,
+    pub postfix: M,
+    pub postern: Option<M>,
+}
+
+impl<P, M> Row<P, M> {
+    /// Both measurements with the server's name, the gateway's when it was measured.
+    pub fn measurements(&self) -> [(&'static str, Option<&M>); 2] {
+        [
+            ("Postfix", Some(&self.postfix)),
+            ("Postern", self.postern.as_ref()),
+        ]
+    }
+}
+
+/// Measures every point with Postfix (`postfix(point)`) and then, unless `gateway` is
+/// None, with the gateway (`postern(point, gateway binary, credentials file)`); prints
+/// each measurement as `show(server, point, measurement)` says.
+pub fn measure_points<P: Copy, M>(
+    points: &[P],
+    gateway: Option<&Path>,
+    files: &RunFiles,
+    mut postfix: impl FnMut(P) -> Result<M>,
+    mut postern: impl FnMut(P, &Path, &Path) -> Result<M>,
+    show: impl Fn(&str, P, &M) -> String,
+) -> Result<Vec<Row<P, M>>> {
+    let mut rows = Vec::new();
+    for &point in points {
+        let postfix = postfix(point)?;
+        println!("{}", show("postfix", point, &postfix));
+        let postern = match (gateway, &files.credentials) {
+            (Some(bin), Some(credentials)) => {
+                let m = postern(point, bin, credentials)?;
+                println!("{}", show("postern", point, &m));
+                Some(m)
+            }
+            _ => None,
+        };
+        rows.push(Row {
+            point,
+            postfix,
+            postern,
+        });
+    }
+    Ok(rows)
 }

@@ -24,13 +24,14 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::postfix::{free_port, require, scratch_dir, spawn_on_free_port, wait_serving};
+use crate::peers::{require, scratch_dir};
+use crate::process::{ChildGuard, SpawnGuarded, free_port, start_on_free_port, wait_serving};
 
 /// TTL of every positive record the server answers.
 pub const TTL: u32 = 60;
@@ -119,21 +120,14 @@ impl Record {
 
 /// A private Unbound serving [`Record`]s on `127.0.0.1:<port>` (UDP and TCP); stopped on
 /// drop.
+#[derive(Debug)]
 pub struct TestDns {
-    child: Child,
+    /// Stopped when dropped.
+    _child: ChildGuard,
     addr: SocketAddr,
     log_file: PathBuf,
     // Removed on drop, after the server is stopped (fields drop after `Drop::drop`).
     _dir: TempDir,
-}
-
-impl std::fmt::Debug for TestDns {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestDns")
-            .field("addr", &self.addr)
-            .field("pid", &self.child.id())
-            .finish()
-    }
 }
 
 impl TestDns {
@@ -144,7 +138,7 @@ impl TestDns {
         let log_file = dir.path().join("unbound.log");
         let conf_file = dir.path().join("unbound.conf");
         let stderr_file = dir.path().join("unbound.stderr");
-        let (child, addr) = spawn_on_free_port(
+        let (child, addr) = start_on_free_port(
             "unbound",
             free_udp_tcp_addr,
             |addr| {
@@ -161,7 +155,7 @@ impl TestDns {
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(stderr)
-                    .spawn()
+                    .spawn_guarded()
                     .with_context(|| format!("starting {}", unbound.display()))
             },
             |child, addr| {
@@ -177,7 +171,7 @@ impl TestDns {
             },
         )?;
         Ok(TestDns {
-            child,
+            _child: child,
             addr,
             log_file,
             _dir: dir,
@@ -202,17 +196,6 @@ impl TestDns {
     pub fn queries(&self, name: &str, rtype: &str) -> Result<usize> {
         let needle = format!(" {} {} IN", fqdn(name), rtype.to_ascii_uppercase());
         Ok(self.log()?.lines().filter(|l| l.ends_with(&needle)).count())
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for TestDns {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

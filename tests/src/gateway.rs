@@ -1,15 +1,19 @@
 //! Runs the built `postern-gateway` binary as a black box: a private directory with
 //! its configuration, a self-signed certificate, a credentials file and a spool;
-//! free ports on 127.0.0.1; kill -9 and restart for crash tests; the `queue`
-//! subcommand to see what was accepted.
+//! every listener and the metrics server on port 0 of 127.0.0.1, the ports the kernel
+//! chose read from the file `run --ready-file` writes; kill -9 and restart (on the
+//! same ports) for crash tests; the `queue` subcommand to see what was accepted.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use postern_config::{GatewayConfig, ListenerConfig, ListenerKind};
+use postern_config::{DeliveryMode, GatewayConfig, ListenerConfig, ListenerKind};
+
+use crate::process::{ChildGuard, SpawnGuarded};
+use crate::smtp::Smtp;
 
 /// The user every test gateway has, allowed to send as `@example.com`.
 pub const USER: &str = "alice";
@@ -45,30 +49,93 @@ pub fn built_bin(name: &str) -> PathBuf {
     bin
 }
 
-/// Finds a program the tests need, or fails the test saying how to get it. Tests
-/// never skip for a missing peer.
-pub fn require(program: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path
-        .split(':')
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"])
-    {
-        let p = Path::new(dir).join(program);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "{program} is not installed; run tests/scripts/install-peers.sh (the test command does)"
-    );
+/// What a gateway bound, from its ready file.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// Every listener, in the order of the configuration.
+    pub listeners: Vec<(ListenerKind, SocketAddr)>,
+    /// The metrics and health HTTP server, unless disabled.
+    pub metrics: Option<SocketAddr>,
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+impl Bound {
+    /// The (first) listener of `kind`.
+    pub fn listener(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, a)| *a)
+    }
+}
+
+/// Runs `BIN run --config CONFIG --ready-file READY` (`bin` is a `postern-gateway`
+/// binary, e.g. [`gateway_bin`]) with its output appended to `log`, and waits until it
+/// has written the ready file (every listener and the metrics server bound); returns
+/// the process and what it bound.
+pub fn run_gateway(
+    bin: &Path,
+    config: &Path,
+    ready: &Path,
+    log: &Path,
+) -> Result<(ChildGuard, Bound)> {
+    let _ = std::fs::remove_file(ready);
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut child = Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--ready-file")
+        .arg(ready)
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn_guarded()
+        .context("starting postern-gateway")?;
+    let said = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            break text;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("gateway exited with {status}:\n{}", said());
+        }
+        if Instant::now() > deadline {
+            bail!("gateway wrote no ready file in 30 s:\n{}", said());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("ready file {text:?}"))?;
+    let listeners = doc["listeners"]
+        .as_array()
+        .with_context(|| format!("no listeners in the ready file {text:?}"))?
+        .iter()
+        .map(|l| {
+            let kind = match l["kind"].as_str() {
+                Some("relay") => ListenerKind::Relay,
+                Some("submission") => ListenerKind::Submission,
+                Some("submissions") => ListenerKind::Submissions,
+                _ => bail!("unknown listener kind in the ready file {text:?}"),
+            };
+            let address = l["address"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .with_context(|| format!("bad listener address in the ready file {text:?}"))?;
+            Ok((kind, address))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metrics = match &doc["metrics"] {
+        serde_json::Value::Null => None,
+        m => Some(
+            m.as_str()
+                .and_then(|a| a.parse().ok())
+                .with_context(|| format!("bad metrics address in the ready file {text:?}"))?,
+        ),
+    };
+    Ok((child, Bound { listeners, metrics }))
 }
 
 /// One gateway process and its files.
@@ -79,11 +146,34 @@ pub struct TestGateway {
     pub relay: SocketAddr,
     pub submission: SocketAddr,
     pub submissions: SocketAddr,
-    child: Option<Child>,
+    /// The metrics and health HTTP server, unless the configuration disables it.
+    pub metrics: Option<SocketAddr>,
+    child: Option<ChildGuard>,
     log_path: PathBuf,
+    ready_path: PathBuf,
 }
 
-fn hash(password: &str, bcrypt: bool) -> Result<String> {
+/// Opens the relay port to 127.0.0.0/8, where every test client is.
+pub fn trust_loopback(c: &mut GatewayConfig) {
+    c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+}
+
+/// Configures MX delivery with `nameserver` as the only DNS server, short timeouts and
+/// retries for tests, and the relay port open to 127.0.0.0/8.
+pub fn deliver_by_mx(c: &mut GatewayConfig, nameserver: SocketAddr) {
+    trust_loopback(c);
+    c.delivery.mode = DeliveryMode::Mx;
+    c.delivery.dns.nameservers = vec![nameserver];
+    c.delivery.dns.timeout = Duration::from_secs(1);
+    c.delivery.dns.attempts = 1;
+    c.delivery.retry.initial = Duration::from_secs(1);
+    c.delivery.retry.max = Duration::from_secs(2);
+    c.delivery.timeouts.connect = Duration::from_secs(2);
+}
+
+/// `postern-gateway hash-password` (with `--bcrypt` when `bcrypt`): the hash of
+/// `password` for a credentials file.
+pub fn hash_password(password: &str, bcrypt: bool) -> Result<String> {
     let mut cmd = Command::new(gateway_bin());
     cmd.arg("hash-password");
     if bcrypt {
@@ -114,24 +204,25 @@ impl TestGateway {
     /// Writes a configuration (changed by `tweak`) and starts the gateway.
     pub fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let relay: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let submission: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let submissions: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        // Port 0 everywhere: the kernel picks, the ready file says what it picked. The
+        // gateway refuses two listeners with one configured address, so each has a
+        // loopback address of its own (clients still connect from 127.0.0.1).
+        let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
         let creds = dir.path().join("credentials");
         std::fs::write(
             &creds,
             format!(
                 "{USER}:{}:@example.com\n{BCRYPT_USER}:{}:bob@example.org\n",
-                hash(PASSWORD, false)?,
-                hash(BCRYPT_PASSWORD, true)?
+                hash_password(PASSWORD, false)?,
+                hash_password(BCRYPT_PASSWORD, true)?
             ),
         )?;
         let mut config = GatewayConfig {
             hostname: "gateway.test".into(),
             listeners: vec![
-                ListenerConfig::new(ListenerKind::Relay, relay),
-                ListenerConfig::new(ListenerKind::Submission, submission),
-                ListenerConfig::new(ListenerKind::Submissions, submissions),
+                ListenerConfig::new(ListenerKind::Relay, any_port),
+                ListenerConfig::new(ListenerKind::Submission, ([127, 0, 0, 2], 0).into()),
+                ListenerConfig::new(ListenerKind::Submissions, ([127, 0, 0, 3], 0).into()),
             ],
             ..GatewayConfig::default()
         };
@@ -143,7 +234,7 @@ impl TestGateway {
         config.auth.reload_interval = Duration::from_millis(500);
         config.spool.directory = dir.path().join("spool");
         // Tests run side by side: each gateway gets its own loopback metrics port.
-        config.metrics.address = ([127, 0, 0, 1], free_port()).into();
+        config.metrics.address = any_port;
         // Test machines' disks may be fuller than a production spool volume.
         config.spool.min_free_bytes = 1024 * 1024;
         config.log.level = "debug".into();
@@ -154,60 +245,54 @@ impl TestGateway {
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config.to_toml()?)?;
         let log_path = dir.path().join("gateway.log");
+        let ready_path = dir.path().join("ready.json");
         let mut gw = Self {
             dir,
             config,
             config_path,
-            relay,
-            submission,
-            submissions,
+            relay: any_port,
+            submission: any_port,
+            submissions: any_port,
+            metrics: None,
             child: None,
             log_path,
+            ready_path,
         };
         gw.spawn()?;
         Ok(gw)
     }
 
-    /// Starts the process (again) and waits until every listener accepts.
+    /// Starts the process (again) and waits until it has written its ready file: every
+    /// listener and the metrics server are bound. The addresses it bound are written
+    /// back into the configuration, so a restart (after a crash, say) binds the same
+    /// ports and clients that keep an address find the gateway again.
     pub fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)?;
-        let child = Command::new(gateway_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config_path)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting postern-gateway")?;
+        let (child, bound) = run_gateway(
+            &gateway_bin(),
+            &self.config_path,
+            &self.ready_path,
+            &self.log_path,
+        )?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for l in &self.config.listeners {
-            loop {
-                if TcpStream::connect(l.address).is_ok() {
-                    break;
-                }
-                if let Some(status) = self
-                    .child
-                    .as_mut()
-                    .map(Child::try_wait)
-                    .transpose()?
-                    .flatten()
-                {
-                    bail!("gateway exited with {status}:\n{}", self.log());
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "gateway did not listen on {} in time:\n{}",
-                        l.address,
-                        self.log()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        if bound.listeners.len() != self.config.listeners.len() {
+            bail!("the gateway bound {:?}", bound.listeners);
+        }
+        for (listener, (kind, address)) in self.config.listeners.iter_mut().zip(&bound.listeners) {
+            if *kind != listener.kind {
+                bail!("the gateway bound {:?}", bound.listeners);
+            }
+            listener.address = *address;
+            match kind {
+                ListenerKind::Relay => self.relay = *address,
+                ListenerKind::Submission => self.submission = *address,
+                ListenerKind::Submissions => self.submissions = *address,
             }
         }
+        self.metrics = bound.metrics;
+        if let Some(m) = bound.metrics {
+            self.config.metrics.address = m;
+        }
+        std::fs::write(&self.config_path, self.config.to_toml()?)?;
         Ok(())
     }
 
@@ -223,8 +308,7 @@ impl TestGateway {
     /// SIGKILL, as a crash.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill_now();
         }
     }
 
@@ -244,24 +328,64 @@ impl TestGateway {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = c.kill();
-        let _ = c.wait();
+        c.kill_now();
         false
+    }
+
+    /// The credentials file the gateway reads.
+    pub fn credentials_file(&self) -> &Path {
+        self.config
+            .auth
+            .credentials_file
+            .as_deref()
+            .expect("every test gateway has a credentials file")
     }
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The metrics server's address; panics when the configuration disables it.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.expect("the metrics server is disabled")
     }
 
     /// The gateway's Prometheus metrics, as text.
-    pub fn metrics(&self) -> Result<String> {
-        crate::prometheus::scrape(self.config.metrics.address)
+    pub fn scrape(&self) -> Result<String> {
+        crate::prometheus::scrape(self.metrics_addr())
     }
 
-    /// Everything the gateway logged.
+    /// Everything the gateway logged, without terminal colour codes.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Sends one message from `from` to `to` through the relay port (which must be
+    /// open to the test, see `relay.trusted_networks`) in a session of its own;
+    /// `message` is the whole message without its final CRLF. Returns the queue ID.
+    #[track_caller]
+    pub fn submit(&self, from: &str, to: &str, message: &str) -> String {
+        let (mut s, greeting) = Smtp::connect(self.relay).unwrap();
+        crate::reply::expect_code(&greeting, 220);
+        s.ehlo().unwrap();
+        let id = crate::reply::queue_id(&s.send_message(from, &[to], message).unwrap());
+        let _ = s.cmd("QUIT");
+        id
     }
 
     /// `postern-gateway queue list`, parsed.

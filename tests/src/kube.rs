@@ -26,14 +26,15 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
-use crate::postfix::{free_local_addr, scratch_dir};
+use crate::peers::scratch_dir;
+use crate::process::{ChildGuard, SpawnGuarded, free_local_addr, retry_on_new_port};
 
 /// The field manager the tests use for server-side apply.
 pub const FIELD_MANAGER: &str = "postern-tests";
@@ -178,9 +179,9 @@ pub struct TestCluster {
     server_url: String,
     token: String,
     kubeconfig: PathBuf,
-    etcd: Option<Child>,
-    apiserver: Option<Child>,
-    controller_manager: Option<Child>,
+    etcd: Option<ChildGuard>,
+    apiserver: Option<ChildGuard>,
+    controller_manager: Option<ChildGuard>,
     // Removed on drop, after the processes are stopped (fields drop after `Drop::drop`).
     dir: TempDir,
 }
@@ -192,7 +193,7 @@ impl std::fmt::Debug for TestCluster {
             .field("kubeconfig", &self.kubeconfig)
             .field(
                 "controller_manager",
-                &self.controller_manager.as_ref().map(Child::id),
+                &self.controller_manager.as_ref().map(|c| c.id()),
             )
             .finish()
     }
@@ -213,20 +214,16 @@ impl TestCluster {
     }
 
     /// Starts a cluster with `options`. A port that was free when picked can be taken
-    /// before a server binds it, so a failed start is retried with new ports.
+    /// before a server binds it, so a failed start is retried with new ports
+    /// ([`retry_on_new_port`]).
     pub fn start_with(options: ClusterOptions) -> Result<Self> {
         let bin = ensure_binaries()?;
-        let mut last_err = None;
-        for _ in 0..3 {
-            match Self::try_start(&bin, &options) {
-                Ok(cluster) => return Ok(cluster),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow!("the test cluster did not start")))
+        retry_on_new_port("the test cluster", free_local_addr, |api_addr| {
+            Self::try_start(&bin, &options, api_addr)
+        })
     }
 
-    fn try_start(bin: &Path, options: &ClusterOptions) -> Result<Self> {
+    fn try_start(bin: &Path, options: &ClusterOptions, api_addr: SocketAddr) -> Result<Self> {
         let dir = scratch_dir("k8s-")?;
         let token = random_hex(32);
         let mut cluster = TestCluster {
@@ -269,7 +266,6 @@ impl TestCluster {
         let key = rcgen::KeyPair::generate().context("making the service-account key")?;
         std::fs::write(&sa_key, key.serialize_pem())?;
         std::fs::write(&sa_pub, key.public_key_pem())?;
-        let api_addr = free_local_addr()?;
         cluster.server_url = format!("https://{api_addr}");
         let mut apiserver = Command::new(bin.join("kube-apiserver"));
         apiserver
@@ -497,6 +493,26 @@ impl TestCluster {
         run(cmd, None).with_context(|| format!("helm {}", args.join(" ")))
     }
 
+    /// A `postern-operator` command against this cluster (`KUBECONFIG` set to
+    /// [`Self::kubeconfig_path`]) with `--gateway-image IMAGE` and its metrics server on
+    /// a loopback port of its own (port 0); spawn it with
+    /// [`crate::process::SpawnGuarded`].
+    pub fn operator(&self, image: &str) -> Command {
+        self.operator_with_kubeconfig(&self.kubeconfig, image)
+    }
+
+    /// [`Self::operator`] with another kubeconfig (e.g. a service account's token).
+    pub fn operator_with_kubeconfig(&self, kubeconfig: &Path, image: &str) -> Command {
+        let mut cmd = Command::new(crate::gateway::built_bin("postern-operator"));
+        cmd.env("KUBECONFIG", kubeconfig).args([
+            "--gateway-image",
+            image,
+            "--metrics-address",
+            "127.0.0.1:0",
+        ]);
+        cmd
+    }
+
     /// Applies YAML files (or directories of them) server-side with [`FIELD_MANAGER`].
     pub fn apply_files(&self, paths: &[&Path]) -> Result<String> {
         let mut args: Vec<String> = vec![
@@ -555,53 +571,25 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         // Controller manager first (it talks to the API server), etcd last.
-        for child in [
-            self.controller_manager.take(),
-            self.apiserver.take(),
-            self.etcd.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let mut child = child;
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(self.controller_manager.take());
+        drop(self.apiserver.take());
+        drop(self.etcd.take());
     }
 }
 
-fn spawn_logged(mut cmd: Command, log_file: &Path) -> Result<Child> {
+fn spawn_logged(mut cmd: Command, log_file: &Path) -> Result<ChildGuard> {
     let log = std::fs::File::create(log_file)
         .with_context(|| format!("creating {}", log_file.display()))?;
     let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .spawn()
+        .spawn_guarded()
         .with_context(|| format!("starting {program}"))
 }
 
 fn run(mut cmd: Command, input: Option<&[u8]>) -> Result<Output> {
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    if let Some(input) = input {
-        let mut stdin = child.stdin.take().context("no stdin")?;
-        let data = input.to_vec();
-        // Written from a thread so a large input cannot deadlock against full pipes.
-        let writer = std::thread::spawn(move || stdin.write_all(&data));
-        let out = child.wait_with_output()?;
-        writer
-            .join()
-            .map_err(|_| anyhow!("stdin writer panicked"))??;
-        return Ok(out);
-    }
-    Ok(child.wait_with_output()?)
+    crate::peers::output(&mut cmd, input.unwrap_or_default())
 }
 
 fn checked(out: Output, program: &str, args: &[&str]) -> Result<String> {

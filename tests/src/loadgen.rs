@@ -477,14 +477,18 @@ async fn handshake(
 /// EHLO; the capability keywords, upper-cased.
 async fn ehlo(conn: &mut Conn, name: &str) -> Result<Vec<String>> {
     let reply = expect(command(conn, &format!("EHLO {name}")).await?, 250, "EHLO")?;
-    Ok(reply
-        .text
+    Ok(ehlo_keywords(&reply.text))
+}
+
+/// The extension keywords of a (multi-line) EHLO reply, upper-cased.
+pub fn ehlo_keywords(reply: &str) -> Vec<String> {
+    reply
         .lines()
         .skip(1)
         .filter_map(|l| l.get(4..))
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_ascii_uppercase)
-        .collect())
+        .collect()
 }
 
 fn expect(reply: Reply, code: u16, what: &str) -> Result<Reply> {
@@ -624,9 +628,8 @@ async fn read_reply(conn: &mut Conn) -> Result<Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postfix::{
-        CertFiles, PostfixInstance, SubmissionOptions, free_local_addr, write_self_signed_cert,
-    };
+    use crate::postfix::{CertFiles, PostfixInstance, SubmissionOptions, write_self_signed_cert};
+    use crate::process::free_local_addr;
     use tokio::io::AsyncWriteExt;
 
     fn conn_over(server: tokio::io::DuplexStream) -> Conn {

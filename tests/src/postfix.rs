@@ -6,9 +6,9 @@
 //! - [`PostfixInstance::receiver`]: a plain Postfix MX that stores mail for some domains in
 //!   a Maildir, for delivery tests.
 //! - [`SmtpSink`]: Postfix's `smtp-sink`, a fast receiver that throws mail away.
-//! - [`require`] and [`require_postfix`]: fail with an install hint when a peer is missing.
-//! - [`free_port`], [`wait_for_port`], [`write_self_signed_cert`], [`scratch_dir`]: small
-//!   helpers the peers and the benchmarks share.
+//! - [`require_postfix`]: fails with an install hint when Postfix or its SASL plugins are
+//!   missing.
+//! - [`write_self_signed_cert`]: a certificate both Postfix and the gateway load.
 //!
 //! Everything runs as root (Postfix's master must) and touches the system's mail setup in
 //! one place only: Postfix refuses a configuration directory other than /etc/postfix unless
@@ -18,48 +18,28 @@
 //! without cleaning up are stopped and unlisted by the next instance that starts.
 //!
 //! Instance directories live under [`BASE_DIR`] (in /var so `maillog_file` is allowed there,
-//! on disk so fsync costs what it costs). Set `POSTERN_KEEP_PEERS=1` to keep them after a
+//! on disk so fsync costs what it costs), made by [`crate::peers::scratch_dir`]. Set `POSTERN_KEEP_PEERS=1` to keep them after a
 //! test, with their maillog, for a post-mortem.
 
-use std::collections::hash_map::RandomState;
 use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
-/// Where instance directories (and [`scratch_dir`]s) are created.
-pub const BASE_DIR: &str = "/var/tmp/postern-tests";
-
-/// What to tell someone whose machine lacks a peer.
-pub const INSTALL_HINT: &str =
-    "install the test peers with `sudo tests/scripts/install-peers.sh` (Debian/Ubuntu)";
+use crate::peers::{BASE_DIR, INSTALL_HINT, keep_peers, require, scratch_dir};
+use crate::process::{
+    ChildGuard, SpawnGuarded, free_local_addr, retry_on_new_port, wait_for_port, wait_serving,
+};
 
 const SYSTEM_MAIN_CF: &str = "/etc/postfix/main.cf";
 const LOCK_FILE: &str = "/etc/postfix/.postern-tests.lock";
-/// sbin directories are often missing from a non-login PATH, and Postfix lives there.
-const FALLBACK_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"];
-
-/// Finds `cmd` on PATH (or in the sbin directories) and returns its full path; when it is
-/// missing the error says how to install it, so a test without its peer fails loudly
-/// instead of passing by skipping.
-pub fn require(cmd: &str) -> Result<PathBuf> {
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path_var)
-        .chain(FALLBACK_DIRS.iter().map(PathBuf::from))
-        .collect::<Vec<_>>();
-    dirs.iter()
-        .map(|d| d.join(cmd))
-        .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("`{cmd}` is not installed: {INSTALL_HINT}"))
-}
 
 /// Checks everything [`PostfixInstance`] and [`SmtpSink`] need, including the Cyrus SASL
 /// plugins that Postfix would otherwise only miss at the first AUTH.
@@ -95,131 +75,6 @@ fn is_root() -> Result<bool> {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|ids| ids.split_whitespace().nth(1))
         == Some("0"))
-}
-
-/// A TCP port on `ip` that nothing listens on right now.
-///
-/// Taken below Linux's ephemeral range (32768+), so an outgoing connection's source port
-/// cannot take it between this call and the caller's bind; walked from a random start so
-/// that concurrent test processes rarely collide and one process never gets a port twice.
-pub fn free_port(ip: IpAddr) -> Result<u16> {
-    static NEXT: OnceLock<AtomicU16> = OnceLock::new();
-    let next = NEXT.get_or_init(|| AtomicU16::new((random_u64() % 12_000) as u16));
-    for _ in 0..12_000 {
-        let port = 20_000 + next.fetch_add(1, Ordering::Relaxed) % 12_000;
-        if TcpListener::bind((ip, port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free TCP port on {ip} in 20000..32000")
-}
-
-/// A free port on 127.0.0.1, as a socket address.
-pub fn free_local_addr() -> Result<SocketAddr> {
-    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    Ok(SocketAddr::new(ip, free_port(ip)?))
-}
-
-fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
-}
-
-/// Starts a server on a port picked by `pick`: `spawn` starts it there and `ready` waits
-/// until it serves. A port that was free when picked can be taken before the server
-/// binds it, so on failure the child is killed and another port tried, five times.
-pub fn spawn_on_free_port(
-    what: &str,
-    mut pick: impl FnMut() -> Result<SocketAddr>,
-    mut spawn: impl FnMut(SocketAddr) -> Result<Child>,
-    mut ready: impl FnMut(&mut Child, SocketAddr) -> Result<()>,
-) -> Result<(Child, SocketAddr)> {
-    let mut last_err = None;
-    for _ in 0..5 {
-        let addr = pick()?;
-        let mut child = spawn(addr)?;
-        match ready(&mut child, addr) {
-            Ok(()) => return Ok((child, addr)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                last_err = Some(e);
-            }
-        }
-    }
-    Err(last_err.unwrap_or_else(|| anyhow!("{what} did not start")))
-}
-
-/// Waits until a server `child` started on `addr` is `serving` (polled every `poll`).
-/// Fails if it exits first (with what it wrote to `logs`) or after `timeout`.
-pub fn wait_serving(
-    what: &str,
-    child: &mut Child,
-    addr: SocketAddr,
-    logs: &[&Path],
-    timeout: Duration,
-    poll: Duration,
-    mut serving: impl FnMut() -> bool,
-) -> Result<()> {
-    let said = || {
-        logs.iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("{what} on {addr} exited with {status}: {}", said().trim());
-        }
-        if serving() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{what} on {addr} not ready after {timeout:?}: {}",
-                said().trim()
-            );
-        }
-        std::thread::sleep(poll);
-    }
-}
-
-/// Waits until something accepts TCP connections on `addr`.
-pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(e)
-                    .with_context(|| format!("nothing listens on {addr} after {timeout:?}"));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-/// A fresh directory under [`BASE_DIR`], removed on drop: for spools that should sit on
-/// the same filesystem as the Postfix queues they are compared with.
-pub fn scratch_dir(prefix: &str) -> Result<TempDir> {
-    std::fs::create_dir_all(BASE_DIR).with_context(|| format!("creating {BASE_DIR}"))?;
-    let mut dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(BASE_DIR)
-        .with_context(|| format!("creating a directory in {BASE_DIR}"))?;
-    dir.disable_cleanup(keep_peers());
-    Ok(dir)
-}
-
-fn keep_peers() -> bool {
-    std::env::var_os("POSTERN_KEEP_PEERS").is_some_and(|v| v == "1")
 }
 
 /// PEM files of a server certificate and its key.
@@ -981,7 +836,8 @@ fn set_alternate_config_directories(dirs: &[String]) -> Result<()> {
 /// Postfix's `smtp-sink`: accepts every message and discards it, counting them.
 /// Killed when dropped.
 pub struct SmtpSink {
-    child: Child,
+    /// Killed when the sink is dropped.
+    _child: ChildGuard,
     addr: SocketAddr,
     messages: Arc<AtomicU64>,
 }
@@ -1003,7 +859,7 @@ impl SmtpSink {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().context("starting smtp-sink")?;
+        let mut child = cmd.spawn_guarded().context("starting smtp-sink")?;
         let messages = Arc::new(AtomicU64::new(0));
         let mut stdout = child.stdout.take().context("smtp-sink stdout")?;
         let counter = Arc::clone(&messages);
@@ -1026,22 +882,28 @@ impl SmtpSink {
                 }
             }
         });
-        let mut sink = Self {
-            child,
+        wait_serving(
+            "smtp-sink",
+            &mut child,
+            addr,
+            &[],
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        )?;
+        Ok(Self {
+            _child: child,
             addr,
             messages,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = sink.child.try_wait()? {
-                bail!("smtp-sink on {addr} exited with {status}");
-            }
-            if Instant::now() >= deadline {
-                bail!("smtp-sink does not listen on {addr} after 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(sink)
+        })
+    }
+
+    /// [`SmtpSink::start`] on a free port of 127.0.0.1 (another one if that is taken
+    /// before smtp-sink binds it).
+    pub fn start_local(extra_args: &[&str]) -> Result<Self> {
+        retry_on_new_port("smtp-sink", free_local_addr, |addr| {
+            Self::start(addr, extra_args)
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -1066,13 +928,6 @@ impl SmtpSink {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1103,24 +958,10 @@ fn run(cmd: &mut Command) -> Result<String> {
 }
 
 fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {shown}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input)
-            .with_context(|| format!("writing to {shown}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("running {shown}"))?;
+    let out = crate::peers::output(cmd, input)?;
     if !out.status.success() {
         bail!(
-            "{shown} failed with {}: {}{}",
+            "{cmd:?} failed with {}: {}{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -1132,30 +973,15 @@ fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peers::queued_id;
+    use crate::process::free_port;
 
     /// Runs swaks with whitespace-separated `args` and returns whether it succeeded and
     /// its transcript.
     fn swaks(args: &str) -> (bool, String) {
-        let out = Command::new(require("swaks").unwrap())
-            .args(args.split_whitespace())
-            .args(["--timeout", "20"])
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
-
-    fn queued_id(transcript: &str) -> String {
-        transcript
-            .lines()
-            .find_map(|l| l.split("queued as ").nth(1))
-            .unwrap_or_else(|| panic!("no queue id in:\n{transcript}"))
-            .trim()
-            .to_owned()
+        let mut cmd = Command::new(require("swaks").unwrap());
+        cmd.args(args.split_whitespace()).args(["--timeout", "20"]);
+        crate::peers::transcript(&mut cmd, b"")
     }
 
     fn cert() -> (TempDir, CertFiles) {
@@ -1165,16 +991,9 @@ mod tests {
     }
 
     #[test]
-    fn require_names_the_install_script() {
-        let err = require("no-such-peer-binary").unwrap_err().to_string();
-        assert!(err.contains("install-peers.sh"), "{err}");
-        assert!(require("postfix").unwrap().is_absolute());
-    }
-
-    #[test]
     fn submission_relays_authenticated_mail_to_the_sink() {
         let (_cert_dir, tls) = cert();
-        let sink = SmtpSink::start(free_local_addr().unwrap(), &[]).unwrap();
+        let sink = SmtpSink::start_local(&[]).unwrap();
         let mut opts = SubmissionOptions::new(free_local_addr().unwrap(), tls);
         opts.delivery = Delivery::Relay(sink.addr());
         let postfix = PostfixInstance::submission(&opts).unwrap();

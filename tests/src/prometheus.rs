@@ -10,13 +10,14 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tempfile::TempDir;
 
-use crate::postfix::{free_local_addr, require, scratch_dir, spawn_on_free_port, wait_serving};
+use crate::peers::{require, scratch_dir};
+use crate::process::{ChildGuard, SpawnGuarded, free_local_addr, start_on_free_port, wait_serving};
 
 /// The scrape job every target belongs to.
 pub const JOB: &str = "postern";
@@ -27,21 +28,14 @@ pub fn promtool() -> Result<PathBuf> {
 }
 
 /// A private Prometheus on `127.0.0.1:<port>`; stopped on drop.
+#[derive(Debug)]
 pub struct Prometheus {
-    child: Child,
+    /// Stopped when dropped.
+    _child: ChildGuard,
     addr: SocketAddr,
     log_file: PathBuf,
     // Removed on drop, after the server is stopped (fields drop after `Drop::drop`).
     _dir: TempDir,
-}
-
-impl std::fmt::Debug for Prometheus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prometheus")
-            .field("addr", &self.addr)
-            .field("pid", &self.child.id())
-            .finish()
-    }
 }
 
 impl Prometheus {
@@ -55,7 +49,7 @@ impl Prometheus {
         let storage = dir.path().join("data");
         std::fs::write(&conf_file, config(targets, rule_files)?)
             .with_context(|| format!("writing {}", conf_file.display()))?;
-        let (child, addr) = spawn_on_free_port(
+        let (child, addr) = start_on_free_port(
             "prometheus",
             free_local_addr,
             |addr| {
@@ -69,7 +63,7 @@ impl Prometheus {
                     .stdin(Stdio::null())
                     .stdout(log.try_clone()?)
                     .stderr(log)
-                    .spawn()
+                    .spawn_guarded()
                     .with_context(|| format!("starting {}", prometheus.display()))
             },
             |child, addr| {
@@ -85,7 +79,7 @@ impl Prometheus {
             },
         )?;
         Ok(Prometheus {
-            child,
+            _child: child,
             addr,
             log_file,
             _dir: dir,
@@ -186,8 +180,6 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!("--- prometheus log ---\n{}", self.log());
         }

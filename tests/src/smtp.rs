@@ -5,9 +5,10 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use base64::Engine;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
@@ -59,6 +60,39 @@ impl Smtp {
         };
         let greeting = s.reply()?;
         Ok((s, greeting))
+    }
+
+    /// Connects in plain text and expects to be admitted (220). Retries a 421 for a few
+    /// seconds: a session that just ended (one the test closed) leaves its slot a
+    /// moment later.
+    pub fn connect_admitted(addr: SocketAddr) -> Result<Self> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (s, greeting) = Self::connect(addr)?;
+            if greeting.code == 220 {
+                return Ok(s);
+            }
+            if greeting.code != 421 || Instant::now() > deadline {
+                bail!("not admitted on {addr}: {:?}", greeting.text);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Like [`Smtp::connect_admitted`] for implicit TLS (a refused client gets no TLS
+    /// at all).
+    pub fn connect_tls_admitted(addr: SocketAddr) -> Result<Self> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Self::connect_tls(addr) {
+                Ok((s, greeting)) => {
+                    crate::reply::expect_code(&greeting, 220);
+                    return Ok(s);
+                }
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
     }
 
     /// Sends raw bytes.
@@ -143,6 +177,32 @@ impl Smtp {
         })
     }
 
+    /// `EHLO client.test`, which must be answered with 250.
+    pub fn ehlo(&mut self) -> Result<SmtpReply> {
+        let r = self.cmd("EHLO client.test")?;
+        crate::reply::expect_code(&r, 250);
+        Ok(r)
+    }
+
+    /// `AUTH PLAIN` with `user` and `password` as the initial response; the reply.
+    pub fn auth_plain(&mut self, user: &str, password: &str) -> Result<SmtpReply> {
+        self.cmd(&format!("AUTH PLAIN {}", plain(user, password)))
+    }
+
+    /// One transaction in an open session (after EHLO, and AUTH where needed): MAIL
+    /// and RCPT must be accepted (`250 2.1.0`, `250 2.1.5`) and DATA must get 354;
+    /// then `message` (without its final CRLF) and the end of data are sent and the
+    /// reply to them returned.
+    pub fn send_message(&mut self, from: &str, rcpts: &[&str], message: &str) -> Result<SmtpReply> {
+        crate::reply::expect(&self.cmd(&format!("MAIL FROM:<{from}>"))?, 250, "2.1.0");
+        for r in rcpts {
+            crate::reply::expect(&self.cmd(&format!("RCPT TO:<{r}>"))?, 250, "2.1.5");
+        }
+        crate::reply::expect_code(&self.cmd("DATA")?, 354);
+        self.send(format!("{message}\r\n.\r\n").as_bytes())?;
+        self.reply()
+    }
+
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         matches!(self.stream, Stream::Tls(_))
@@ -159,6 +219,11 @@ impl Smtp {
             Stream::Plain(_) => None,
         }
     }
+}
+
+/// The `AUTH PLAIN` initial response for `user` and `password`.
+pub fn plain(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
 }
 
 fn wrap(tcp: TcpStream) -> Result<StreamOwned<ClientConnection, TcpStream>> {

@@ -7,7 +7,7 @@
 //! kube-controller-manager does its part (garbage collection, namespace deletion,
 //! Deployments).
 
-use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,6 +18,8 @@ use kube::core::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
 use postern_api::{MailRelay, RelayMode};
 use postern_tests::kube::{TestCluster, kubernetes_version, third_party_crds};
+use postern_tests::repo_file;
+use postern_tests::wait::{eventually, eventually_async};
 use serde_json::json;
 
 const NS: &str = "default";
@@ -43,62 +45,66 @@ fn relay(name: &str, spec: serde_json::Value) -> DynamicObject {
     .unwrap()
 }
 
-/// Polls `f` until it returns true, or fails with `what`.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !f().await {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// A cluster with the committed, generated MailRelay CRD applied server-side and
+/// Established: shared by the CRD tests of this binary.
+fn cluster() -> &'static TestCluster {
+    static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let started = Instant::now();
+        let cluster = TestCluster::start().unwrap();
+        eprintln!("cluster ready in {:?}", started.elapsed());
+        let crd_file = repo_file("crds/mailrelays.postern.dev.yaml");
+        let applied = cluster.apply_files(&[&crd_file]).unwrap();
+        assert!(applied.contains("mailrelays.postern.dev"), "{applied}");
+        cluster
+            .wait_crds_established(&["mailrelays.postern.dev"], Duration::from_secs(60))
+            .unwrap();
+        // Discovery of a new CRD can lag a moment behind Established.
+        eventually("mailrelays to be served", Duration::from_secs(30), || {
+            cluster
+                .kubectl(&["get", "mailrelays"])
+                .is_ok_and(|out| out.status.success())
+        });
+        cluster
+    })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mailrelay_crd_on_a_real_api_server() {
-    let started = Instant::now();
-    let cluster = TestCluster::start().unwrap();
-    eprintln!("cluster ready in {:?}", started.elapsed());
-    let client = cluster.client().await.unwrap();
+/// The dynamic API of MailRelays in [`NS`].
+async fn relays() -> Api<DynamicObject> {
+    let client = cluster().client().await.unwrap();
+    Api::namespaced_with(client, NS, &ApiResource::erase::<MailRelay>(&()))
+}
 
-    // The API server is the release the binaries were built from.
+/// Creates `relay`, retrying while discovery of the new CRD lags behind Established.
+async fn create(dynamic: &Api<DynamicObject>, relay: &DynamicObject) -> DynamicObject {
+    for _ in 0..50 {
+        match dynamic.create(&PostParams::default(), relay).await {
+            Ok(obj) => return obj,
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("creating a MailRelay: {e}"),
+        }
+    }
+    panic!("the mailrelays resource never became servable");
+}
+
+#[test]
+fn api_server_is_the_release_the_binaries_were_built_from() {
+    let cluster = cluster();
     let version: serde_json::Value =
         serde_json::from_str(&cluster.kubectl_ok(&["version", "-o", "json"]).unwrap()).unwrap();
     let expected = kubernetes_version().unwrap();
     assert_eq!(version["serverVersion"]["gitVersion"], expected.as_str());
     assert_eq!(version["clientVersion"]["gitVersion"], expected.as_str());
+}
 
-    // Server-side apply of the committed, generated CRD.
-    let crd_file =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/mailrelays.postern.dev.yaml");
-    let applied = cluster.apply_files(&[&crd_file]).unwrap();
-    assert!(applied.contains("mailrelays.postern.dev"), "{applied}");
-    wait_established(&client, "mailrelays.postern.dev").await;
-
-    let ar = ApiResource::erase::<MailRelay>(&());
-    let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ar);
-    let typed: Api<MailRelay> = Api::namespaced(client.clone(), NS);
-    let pp = PostParams::default();
-
-    // A minimal relay: the API server fills in the defaults.
-    // (Discovery of a new CRD can lag a moment behind Established.)
-    let minimal = relay("minimal", json!({}));
-    let mut created = None;
-    for _ in 0..50 {
-        match dynamic.create(&pp, &minimal).await {
-            Ok(obj) => {
-                created = Some(obj);
-                break;
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("creating a minimal MailRelay: {e}"),
-        }
-    }
-    let created = created.expect("the mailrelays resource never became servable");
+/// A minimal relay: the API server fills in the defaults.
+#[tokio::test(flavor = "multi_thread")]
+async fn minimal_relay_gets_the_defaults() {
+    let dynamic = relays().await;
+    let typed: Api<MailRelay> = Api::namespaced(dynamic.clone().into_client(), NS);
+    let created = create(&dynamic, &relay("minimal", json!({}))).await;
     assert_eq!(created.data["spec"]["replicas"], 2, "{:#}", created.data);
     assert_eq!(created.data["spec"]["queue"]["persistence"], true);
     assert_eq!(created.data["spec"]["queue"]["size"], "1Gi");
@@ -109,8 +115,14 @@ async fn mailrelay_crd_on_a_real_api_server() {
     let typed_back = typed.get("minimal").await.unwrap();
     assert_eq!(typed_back.spec.replicas, 2);
     assert!(typed_back.spec.queue.persistence);
+}
 
-    // A valid relay through the Rust types (smarthost mode with its smarthost).
+/// A valid relay through the Rust types (smarthost mode with its smarthost).
+#[tokio::test(flavor = "multi_thread")]
+async fn valid_relay_through_the_rust_types() {
+    let client = relays().await.into_client();
+    let typed: Api<MailRelay> = Api::namespaced(client, NS);
+    let pp = PostParams::default();
     let mut spec: postern_api::MailRelaySpec = serde_json::from_value(json!({
         "relay": { "mode": "smarthost", "smarthost": { "host": "smtp.example.net" } },
         "trustedNetworks": ["10.0.0.0/8", "fd00::/8"],
@@ -127,8 +139,15 @@ async fn mailrelay_crd_on_a_real_api_server() {
         typed_created.spec.relay.smarthost.as_ref().map(|s| s.port),
         Some(587)
     );
+}
 
-    // Invalid specs are refused by the API server with our messages.
+/// Invalid specs are refused by the API server with our messages, through the API and
+/// through kubectl.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_specs_are_refused_with_our_messages() {
+    let cluster = cluster();
+    let dynamic = relays().await;
+    let pp = PostParams::default();
     let invalid = [
         (
             "no-smarthost",
@@ -191,8 +210,12 @@ async fn mailrelay_crd_on_a_real_api_server() {
         stderr.contains("relay.smarthost is required when relay.mode is smarthost"),
         "{stderr}"
     );
+}
 
-    // kubectl explain shows our descriptions (the published OpenAPI can lag a moment).
+/// kubectl explain shows our descriptions (the published OpenAPI can lag a moment).
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_explain_shows_the_descriptions() {
+    let cluster = cluster();
     let mut explained = String::new();
     for _ in 0..50 {
         let out = cluster
@@ -212,8 +235,14 @@ async fn mailrelay_crd_on_a_real_api_server() {
     ] {
         assert!(explained.contains(text), "{text:?} not in:\n{explained}");
     }
+}
 
-    // The printer columns.
+/// The printer columns, the short name and the category.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_get_shows_the_printer_columns() {
+    let cluster = cluster();
+    let dynamic = relays().await;
+    create(&dynamic, &relay("listed", json!({}))).await;
     let table = cluster.kubectl_ok(&["get", "mailrelays"]).unwrap();
     let header: Vec<&str> = table
         .lines()
@@ -226,18 +255,15 @@ async fn mailrelay_crd_on_a_real_api_server() {
         ["NAME", "READY", "REPLICAS", "ENDPOINT", "AGE"],
         "{table}"
     );
-    assert!(table.lines().any(|l| l.starts_with("minimal ")), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("typed ")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("listed ")), "{table}");
     // The short name and the category work too.
-    assert!(cluster.kubectl_ok(&["get", "mr", "typed"]).is_ok());
+    assert!(cluster.kubectl_ok(&["get", "mr", "listed"]).is_ok());
     assert!(
         cluster
             .kubectl_ok(&["get", "mail"])
             .unwrap()
-            .contains("typed")
+            .contains("listed")
     );
-
-    eprintln!("done in {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,7 +332,7 @@ async fn third_party_crds_and_controller_manager() {
         .delete("owner", &DeleteParams::default())
         .await
         .unwrap();
-    eventually(
+    eventually_async(
         "the garbage collector deletes the dependent",
         Duration::from_secs(60),
         || async { config_maps.get_opt("dependent").await.unwrap().is_none() },
@@ -332,7 +358,7 @@ async fn third_party_crds_and_controller_manager() {
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
-    eventually(
+    eventually_async(
         "the Deployment gets a status",
         Duration::from_secs(60),
         || async {
@@ -349,7 +375,7 @@ async fn third_party_crds_and_controller_manager() {
         .delete("gc-check", &DeleteParams::default())
         .await
         .unwrap();
-    eventually(
+    eventually_async(
         "the namespace finishes deleting",
         Duration::from_secs(120),
         || async { namespaces.get_opt("gc-check").await.unwrap().is_none() },

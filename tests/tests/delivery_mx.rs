@@ -9,16 +9,16 @@
 //! connection reuse seen in the receiver's log.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postern_config::{DeliveryMode, GatewayConfig};
 use postern_tests::dns::{Record, TestDns};
-use postern_tests::gateway::TestGateway;
-use postern_tests::postfix::{
-    PostfixInstance, ReceiverOptions, SmtpSink, scratch_dir, write_self_signed_cert,
-};
+use postern_tests::gateway::{TestGateway, deliver_by_mx};
+use postern_tests::peers::scratch_dir;
+use postern_tests::postfix::{PostfixInstance, ReceiverOptions, SmtpSink, write_self_signed_cert};
 use postern_tests::prometheus::metric_sum;
 use postern_tests::smtp::Smtp;
+use postern_tests::wait::eventually;
 
 fn ip(net: u8, host: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, net, host)
@@ -30,14 +30,7 @@ fn port25(ip: Ipv4Addr) -> SocketAddr {
 
 fn gateway(dns: &TestDns, tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway {
     TestGateway::start(|c| {
-        c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
-        c.delivery.mode = DeliveryMode::Mx;
-        c.delivery.dns.nameservers = vec![dns.addr()];
-        c.delivery.dns.timeout = Duration::from_secs(1);
-        c.delivery.dns.attempts = 1;
-        c.delivery.retry.initial = Duration::from_secs(1);
-        c.delivery.retry.max = Duration::from_secs(2);
-        c.delivery.timeouts.connect = Duration::from_secs(2);
+        deliver_by_mx(c, dns.addr());
         tweak(c);
     })
     .unwrap()
@@ -45,27 +38,11 @@ fn gateway(dns: &TestDns, tweak: impl FnOnce(&mut GatewayConfig)) -> TestGateway
 
 /// Sends one message from `from` to `to` through the relay port; returns its ID.
 fn submit(gw: &TestGateway, from: &str, to: &str, subject: &str) -> String {
-    let (mut s, _) = Smtp::connect(gw.relay).unwrap();
-    assert_eq!(s.cmd("EHLO client.test").unwrap().code, 250);
-    assert_eq!(s.cmd(&format!("MAIL FROM:<{from}>")).unwrap().code, 250);
-    assert_eq!(s.cmd(&format!("RCPT TO:<{to}>")).unwrap().code, 250);
-    assert_eq!(s.cmd("DATA").unwrap().code, 354);
-    let r = s
-        .cmd(&format!(
-            "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\r\nhello\r\n."
-        ))
-        .unwrap();
-    assert_eq!(r.code, 250, "{}", r.text);
-    let _ = s.cmd("QUIT");
-    r.last_line().rsplit(' ').next().unwrap().to_owned()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    gw.submit(
+        from,
+        to,
+        &format!("From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\r\nhello"),
+    )
 }
 
 fn receiver(addr: Ipv4Addr, domains: &[&str]) -> PostfixInstance {
@@ -74,6 +51,33 @@ fn receiver(addr: Ipv4Addr, domains: &[&str]) -> PostfixInstance {
 
 fn delivery_state(gw: &TestGateway) -> serde_json::Value {
     gw.queue().unwrap().first().cloned().unwrap_or_default()
+}
+
+/// Test net `n`'s destination domain: dest.test, whose MX is mx.dest.test at
+/// 127.0.n.2.
+fn dest_dns(n: u8) -> TestDns {
+    TestDns::start(&[
+        Record::mx("dest.test", 10, "mx.dest.test"),
+        Record::a("mx.dest.test", ip(n, 2)),
+    ])
+    .unwrap()
+}
+
+/// Waits until the (one) queued message was tried and deferred; what the try said.
+fn wait_for_deferral(gw: &TestGateway) -> String {
+    eventually("a deferral", Duration::from_secs(15), || {
+        delivery_state(gw)["attempts"].as_u64().unwrap_or(0) >= 1
+    });
+    delivery_state(gw)["delivery"][0]["last_result"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn wait_for_empty_queue(gw: &TestGateway, secs: u64) {
+    eventually("an empty queue", Duration::from_secs(secs), || {
+        gw.queue().unwrap().is_empty()
+    });
 }
 
 #[test]
@@ -98,9 +102,7 @@ fn lowest_preference_mx_gets_the_mail() {
         got[0].contents
     );
     assert_eq!(mx2.messages(), 0);
-    wait_until("an empty queue", Duration::from_secs(10), || {
-        gw.queue().unwrap().is_empty()
-    });
+    wait_for_empty_queue(&gw, 10);
 }
 
 #[test]
@@ -117,9 +119,7 @@ fn failover_to_the_second_mx() {
     let gw = gateway(&dns, |_| {});
     submit(&gw, "app@example.com", "user@dest.test", "failover");
     live.wait_for_delivered(1, Duration::from_secs(30)).unwrap();
-    wait_until("an empty queue", Duration::from_secs(10), || {
-        gw.queue().unwrap().is_empty()
-    });
+    wait_for_empty_queue(&gw, 10);
 }
 
 #[test]
@@ -174,9 +174,7 @@ fn null_mx_bounces_at_once_with_a_dsn() {
         dsn.contains("Subject: null mx"),
         "original headers returned: {dsn}"
     );
-    wait_until("an empty queue", Duration::from_secs(10), || {
-        gw.queue().unwrap().is_empty()
-    });
+    wait_for_empty_queue(&gw, 10);
 }
 
 #[test]
@@ -196,13 +194,7 @@ fn servfail_defers_then_expires_with_a_dsn() {
         c.delivery.retry.max_lifetime = Duration::from_secs(4)
     });
     submit(&gw, "app@sender.test", "user@broken.test", "servfail");
-    wait_until("a deferral", Duration::from_secs(15), || {
-        delivery_state(&gw)["attempts"].as_u64().unwrap_or(0) >= 1
-    });
-    let detail = delivery_state(&gw)["delivery"][0]["last_result"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let detail = wait_for_deferral(&gw);
     assert!(
         detail.contains("MX lookup for broken.test failed"),
         "{detail}"
@@ -211,29 +203,17 @@ fn servfail_defers_then_expires_with_a_dsn() {
     // After max_lifetime the message expires: 4.4.7 to the sender.
     let dsn = assert_dsn(&sender_mx, "4.4.7", "user@broken.test");
     assert!(dsn.contains("delivery time expired"), "{dsn}");
-    wait_until("an empty queue", Duration::from_secs(10), || {
-        gw.queue().unwrap().is_empty()
-    });
+    wait_for_empty_queue(&gw, 10);
 }
 
 #[test]
 fn temporary_refusal_is_retried_until_it_succeeds() {
     let n = 17;
-    let dns = TestDns::start(&[
-        Record::mx("dest.test", 10, "mx.dest.test"),
-        Record::a("mx.dest.test", ip(n, 2)),
-    ])
-    .unwrap();
+    let dns = dest_dns(n);
     let mut sink = SmtpSink::start(port25(ip(n, 2)), &["-r", "RCPT"]).unwrap();
     let mut gw = gateway(&dns, |_| {});
     submit(&gw, "app@example.com", "user@dest.test", "retry");
-    wait_until("a deferral", Duration::from_secs(15), || {
-        delivery_state(&gw)["attempts"].as_u64().unwrap_or(0) >= 1
-    });
-    let detail = delivery_state(&gw)["delivery"][0]["last_result"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let detail = wait_for_deferral(&gw);
     assert!(detail.starts_with('4'), "{detail}");
     // The retry state survives a restart.
     gw.reconfigure(|_| {}).unwrap();
@@ -241,9 +221,7 @@ fn temporary_refusal_is_retried_until_it_succeeds() {
     drop(sink);
     sink = SmtpSink::start(port25(ip(n, 2)), &[]).unwrap();
     sink.wait_for_messages(1, Duration::from_secs(30)).unwrap();
-    wait_until("an empty queue", Duration::from_secs(10), || {
-        gw.queue().unwrap().is_empty()
-    });
+    wait_for_empty_queue(&gw, 10);
 }
 
 #[test]
@@ -273,9 +251,7 @@ fn null_sender_mail_never_bounces() {
     let (dns, sender_mx) = with_sender_domain(n, vec![Record::null_mx("nomail.test")]);
     let gw = gateway(&dns, |_| {});
     submit(&gw, "", "user@nomail.test", "bounce of a bounce");
-    wait_until("an empty queue", Duration::from_secs(15), || {
-        gw.queue().unwrap().is_empty()
-    });
+    wait_for_empty_queue(&gw, 15);
     std::thread::sleep(Duration::from_secs(1));
     assert!(sender_mx.delivered().unwrap().is_empty());
     assert!(gw.log().contains("null sender: no DSN"), "{}", gw.log());
@@ -284,23 +260,13 @@ fn null_sender_mail_never_bounces() {
 #[test]
 fn required_tls_without_starttls_defers() {
     let n = 20;
-    let dns = TestDns::start(&[
-        Record::mx("dest.test", 10, "mx.dest.test"),
-        Record::a("mx.dest.test", ip(n, 2)),
-    ])
-    .unwrap();
+    let dns = dest_dns(n);
     let sink = SmtpSink::start(port25(ip(n, 2)), &[]).unwrap();
     let gw = gateway(&dns, |c| {
         c.delivery.tls.require_domains = vec!["dest.test".into()]
     });
     submit(&gw, "app@example.com", "user@dest.test", "tls required");
-    wait_until("a deferral", Duration::from_secs(15), || {
-        delivery_state(&gw)["attempts"].as_u64().unwrap_or(0) >= 1
-    });
-    let detail = delivery_state(&gw)["delivery"][0]["last_result"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let detail = wait_for_deferral(&gw);
     assert!(detail.contains("TLS is required"), "{detail}");
     assert_eq!(sink.messages(), 0);
 }
@@ -308,11 +274,7 @@ fn required_tls_without_starttls_defers() {
 #[test]
 fn opportunistic_tls_with_a_receiver_that_offers_it() {
     let n = 21;
-    let dns = TestDns::start(&[
-        Record::mx("dest.test", 10, "mx.dest.test"),
-        Record::a("mx.dest.test", ip(n, 2)),
-    ])
-    .unwrap();
+    let dns = dest_dns(n);
     let dir = scratch_dir("mx-tls-").unwrap();
     let mut opts = ReceiverOptions::new(port25(ip(n, 2)), &["dest.test"]);
     opts.tls = Some(write_self_signed_cert(dir.path(), &["mx.dest.test"]).unwrap());
@@ -320,7 +282,7 @@ fn opportunistic_tls_with_a_receiver_that_offers_it() {
     let gw = gateway(&dns, |_| {});
     submit(&gw, "app@example.com", "user@dest.test", "opportunistic");
     mx.wait_for_delivered(1, Duration::from_secs(30)).unwrap();
-    wait_until("the delivery log line", Duration::from_secs(10), || {
+    eventually("the delivery log line", Duration::from_secs(10), || {
         gw.log().contains("tls=Unverified")
     });
 }
@@ -336,7 +298,7 @@ fn ipv6_mail_exchanger() {
     let gw = gateway(&dns, |_| {});
     submit(&gw, "app@example.com", "user@v6.test", "over IPv6");
     sink.wait_for_messages(1, Duration::from_secs(30)).unwrap();
-    wait_until("the delivery log line", Duration::from_secs(10), || {
+    eventually("the delivery log line", Duration::from_secs(10), || {
         gw.log().contains("mx.v6.test[::1]")
     });
 }
@@ -344,11 +306,7 @@ fn ipv6_mail_exchanger() {
 #[test]
 fn several_messages_share_one_connection() {
     let n = 22;
-    let dns = TestDns::start(&[
-        Record::mx("dest.test", 10, "mx.dest.test"),
-        Record::a("mx.dest.test", ip(n, 2)),
-    ])
-    .unwrap();
+    let dns = dest_dns(n);
     let mx = receiver(ip(n, 2), &["dest.test"]);
     // Accept five messages while delivery is on hold, then turn delivery on: the
     // recovered queue goes out together.
@@ -368,7 +326,7 @@ fn several_messages_share_one_connection() {
         .unwrap();
     mx.wait_for_delivered(5, Duration::from_secs(30)).unwrap();
     // The connection closes when it has been idle for idle_connection_time (2 s).
-    wait_until("the session to end", Duration::from_secs(15), || {
+    eventually("the session to end", Duration::from_secs(15), || {
         sessions_and_transactions(&mx).0 >= 1
     });
     assert_eq!(
@@ -420,7 +378,7 @@ fn an_idle_connection_carries_the_next_messages_then_closes() {
                 .unwrap();
         }
         // Every connection ends: at once, or when it has been idle for `idle`.
-        wait_until(
+        eventually(
             "the receiver's sessions to end",
             Duration::from_secs(15),
             || sessions_and_transactions(&mx).0 >= expected_sessions,
@@ -441,11 +399,7 @@ fn an_idle_connection_carries_the_next_messages_then_closes() {
 #[test]
 fn a_kept_connection_the_server_closed_is_replaced() {
     let n = 27;
-    let dns = TestDns::start(&[
-        Record::mx("dest.test", 10, "mx.dest.test"),
-        Record::a("mx.dest.test", ip(n, 2)),
-    ])
-    .unwrap();
+    let dns = dest_dns(n);
     let sink = SmtpSink::start(port25(ip(n, 2)), &["-t", "1"]).unwrap();
     let gw = gateway(&dns, |c| {
         c.delivery.limits.idle_connection_time = Duration::from_secs(30);
@@ -463,11 +417,11 @@ fn a_kept_connection_the_server_closed_is_replaced() {
     assert_eq!(log.matches("status=\"sent\"").count(), 2, "{log}");
     assert!(!log.contains("status=\"deferred\""), "{log}");
     // The new connection is kept: the gauge (updated every 5 s) shows it idle.
-    wait_until(
+    eventually(
         "an idle connection in the metrics",
         Duration::from_secs(12),
         || {
-            let text = gw.metrics().unwrap();
+            let text = gw.scrape().unwrap();
             metric_sum(&text, "postern_outbound_connections_open") == 1.0
                 && text.contains("postern_outbound_connections_open{state=\"idle\"} 1")
         },

@@ -4,11 +4,12 @@
 //! operator CRDs switch on a Certificate and a ServiceMonitor; deleting a relay
 //! garbage-collects its children.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
@@ -16,49 +17,13 @@ use kube::api::{
 use kube::{Client, Resource};
 use postern_api::MailRelay;
 use postern_config::GatewayConfig;
-use postern_tests::gateway::{built_bin, free_port};
 use postern_tests::kube::{TestCluster, third_party_crds};
+use postern_tests::process::{ChildGuard, SpawnGuarded};
+use postern_tests::repo_file;
+use postern_tests::wait::eventually_async;
 use serde_json::json;
 
 const NS: &str = "mail";
-
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_operator(cluster: &TestCluster) -> Operator {
-    let child = Command::new(built_bin("postern-operator"))
-        .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env("RUST_LOG", "info,postern_operator=debug")
-        .args(["--gateway-image", "postern:test", "--metrics-address"])
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting postern-operator");
-    Operator(child)
-}
-
-/// Polls until `f` gives Some, or fails after `secs`.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 async fn create_relay(client: &Client, name: &str, spec: serde_json::Value) {
     let api: Api<MailRelay> = Api::namespaced(client.clone(), NS);
@@ -106,55 +71,123 @@ fn condition<'a>(
         .find(|c| c.type_ == type_)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_reconciles_mailrelays_on_a_real_api_server() {
-    let cluster = TestCluster::start_with_controller_manager().unwrap();
-    let client = cluster.client().await.unwrap();
-    let crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crds/mailrelays.postern.dev.yaml");
+/// `cluster` with the MailRelay CRD applied and Established, and `namespaces` created.
+fn with_crd(cluster: TestCluster, namespaces: &[&str]) -> TestCluster {
+    let crd = repo_file("crds/mailrelays.postern.dev.yaml");
     cluster.apply_files(&[&crd]).unwrap();
     cluster
         .wait_crds_established(&["mailrelays.postern.dev"], Duration::from_secs(60))
         .unwrap();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    secrets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": "app2-pw"}, "stringData": {"password": "s3cret-pw"}}),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let _operator = start_operator(&cluster);
-    let relays: Api<MailRelay> = Api::namespaced(client.clone(), NS);
-    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    let services: Api<Service> = Api::namespaced(client.clone(), NS);
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), NS);
+    for ns in namespaces {
+        cluster.kubectl_ok(&["create", "namespace", ns]).unwrap();
+    }
+    cluster
+}
 
-    // Flavour 1: persistent queue, self-signed TLS, a generated and a given password.
-    create_relay(&client, "relay1", json!({
+/// A cluster (with kube-controller-manager, which garbage-collects) that has the
+/// MailRelay CRD, the namespace [`NS`] with the Secret `app2-pw`, and the operator
+/// running: shared by the reconcile tests of this binary, each with relays of its own.
+struct Reconciling {
+    cluster: TestCluster,
+    _operator: ChildGuard,
+}
+
+fn reconciling() -> &'static Reconciling {
+    static RECONCILING: OnceLock<Reconciling> = OnceLock::new();
+    RECONCILING.get_or_init(|| {
+        let cluster = with_crd(TestCluster::start_with_controller_manager().unwrap(), &[NS]);
+        cluster
+            .kubectl_ok(&[
+                "create",
+                "secret",
+                "generic",
+                "app2-pw",
+                "-n",
+                NS,
+                "--from-literal=password=s3cret-pw",
+            ])
+            .unwrap();
+        let operator = cluster
+            .operator("postern:test")
+            .env("RUST_LOG", "info,postern_operator=debug")
+            .spawn_guarded()
+            .expect("starting postern-operator");
+        Reconciling {
+            cluster,
+            _operator: operator,
+        }
+    })
+}
+
+/// The shared cluster, a client of this test's runtime, and its APIs in [`NS`].
+struct Apis {
+    cluster: &'static TestCluster,
+    client: Client,
+    relays: Api<MailRelay>,
+    configmaps: Api<ConfigMap>,
+    secrets: Api<Secret>,
+    services: Api<Service>,
+    statefulsets: Api<StatefulSet>,
+    deployments: Api<Deployment>,
+    pdbs: Api<PodDisruptionBudget>,
+}
+
+async fn apis() -> Apis {
+    let cluster = &reconciling().cluster;
+    let client = cluster.client().await.unwrap();
+    let api = || client.clone();
+    Apis {
+        cluster,
+        relays: Api::namespaced(api(), NS),
+        configmaps: Api::namespaced(api(), NS),
+        secrets: Api::namespaced(api(), NS),
+        services: Api::namespaced(api(), NS),
+        statefulsets: Api::namespaced(api(), NS),
+        deployments: Api::namespaced(api(), NS),
+        pdbs: Api::namespaced(api(), NS),
+        client,
+    }
+}
+
+/// Persistent queue, self-signed TLS, a generated and a given password.
+fn persistent_spec() -> serde_json::Value {
+    json!({
         "users": [
             {"name": "app", "allowedSenders": ["@example.com"]},
             {"name": "app2", "allowedSenders": ["a@example.org"], "passwordSecretRef": {"name": "app2-pw", "key": "password"}}
         ],
         "trustedNetworks": ["10.0.0.0/8"]
-    })).await;
-    let sts = eventually("StatefulSet relay1", 60, || async {
-        statefulsets.get_opt("relay1").await.ok().flatten()
     })
-    .await;
+}
+
+/// Creates relay `name` with [`persistent_spec`] and waits for its StatefulSet.
+async fn persistent_relay(client: &Client, name: &str) -> StatefulSet {
+    create_relay(client, name, persistent_spec()).await;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    eventually_async(
+        &format!("StatefulSet {name}"),
+        Duration::from_secs(60),
+        || async { statefulsets.get_opt(name).await.ok().flatten() },
+    )
+    .await
+}
+
+fn config_hash(sts: &StatefulSet) -> Option<String> {
+    sts.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get("postern.dev/config-hash")
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_relay_becomes_its_children_with_owner_references() {
+    let a = apis().await;
+    let sts = persistent_relay(&a.client, "relay1").await;
     assert!(owned_by(&sts.metadata, "relay1"));
     let sts_spec = sts.spec.clone().unwrap();
     assert_eq!(sts_spec.replicas, Some(2));
@@ -175,16 +208,9 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
             .read_only_root_filesystem,
         Some(true)
     );
-    let hash1 = sts_spec
-        .template
-        .metadata
-        .clone()
-        .unwrap()
-        .annotations
-        .unwrap()["postern.dev/config-hash"]
-        .clone();
+    assert!(config_hash(&sts).is_some());
 
-    let cm = configmaps.get("relay1-config").await.unwrap();
+    let cm = a.configmaps.get("relay1-config").await.unwrap();
     assert!(owned_by(&cm.metadata, "relay1"));
     let toml = cm.data.unwrap()["gateway.toml"].clone();
     let config: GatewayConfig = toml::from_str(&toml).unwrap();
@@ -195,7 +221,7 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         vec!["10.0.0.0/8".parse().unwrap()]
     );
 
-    let creds = secrets.get("relay1-credentials").await.unwrap();
+    let creds = a.secrets.get("relay1-credentials").await.unwrap();
     assert!(owned_by(&creds.metadata, "relay1"));
     let file = secret_text(&creds, "credentials");
     assert!(
@@ -206,10 +232,10 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         !file.contains("s3cret-pw"),
         "only hashes in the credentials file"
     );
-    let generated = secrets.get("relay1-user-app").await.unwrap();
+    let generated = a.secrets.get("relay1-user-app").await.unwrap();
     assert!(owned_by(&generated.metadata, "relay1"));
     assert_eq!(secret_text(&generated, "password").len(), 20);
-    let tls = secrets.get("relay1-tls").await.unwrap();
+    let tls = a.secrets.get("relay1-tls").await.unwrap();
     assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
     assert_eq!(
         secret_text(&tls, "tls.crt")
@@ -218,11 +244,11 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         2
     );
     assert!(owned_by(
-        &secrets.get("relay1-ca").await.unwrap().metadata,
+        &a.secrets.get("relay1-ca").await.unwrap().metadata,
         "relay1"
     ));
 
-    let svc = services.get("relay1").await.unwrap();
+    let svc = a.services.get("relay1").await.unwrap();
     assert!(owned_by(&svc.metadata, "relay1"));
     let ports: Vec<(i32, String)> = svc
         .spec
@@ -238,7 +264,7 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
     );
     assert!(ports.contains(&(25, "Some(Int(2525))".into())), "{ports:?}");
     assert_eq!(
-        services
+        a.services
             .get("relay1-pods")
             .await
             .unwrap()
@@ -249,13 +275,19 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         Some("None")
     );
     assert!(owned_by(
-        &pdbs.get("relay1").await.unwrap().metadata,
+        &a.pdbs.get("relay1").await.unwrap().metadata,
         "relay1"
     ));
+}
 
-    // Honest status: no kubelet runs here, so no pod is ever ready.
-    let r = eventually("relay1 status", 60, || async {
-        let r = relays.get("relay1").await.ok()?;
+/// No kubelet runs here, so no pod is ever ready: the status says so, and what to
+/// publish in DNS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_honest_without_a_kubelet() {
+    let a = apis().await;
+    persistent_relay(&a.client, "honest").await;
+    let r = eventually_async("honest status", Duration::from_secs(60), || async {
+        let r = a.relays.get("honest").await.ok()?;
         (r.status.as_ref()?.observed_generation == r.metadata.generation).then_some(r)
     })
     .await;
@@ -268,11 +300,11 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
     assert!(
         st.endpoint
             .unwrap()
-            .starts_with("relay1.mail.svc.cluster.local")
+            .starts_with("honest.mail.svc.cluster.local")
     );
     assert_eq!(
         st.generated_password_secrets,
-        vec!["relay1-user-app".to_owned()]
+        vec!["honest-user-app".to_owned()]
     );
     assert!(st.certificate_expiry.is_some());
     // What to publish: SPF for the users' sender domains.
@@ -290,33 +322,44 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         "{:?}",
         st.dns_records
     );
-    let table = cluster
+    let table = a
+        .cluster
         .kubectl_ok(&["get", "mailrelays", "-n", NS])
         .unwrap();
     assert!(
-        table.contains("relay1") && table.contains("False"),
+        table.contains("honest") && table.contains("False"),
         "{table}"
     );
+}
 
-    // A spec change reaches the ConfigMap and rolls the pods; hashes stay stable.
-    relays
+/// A spec change reaches the ConfigMap and rolls the pods (a new config hash); the
+/// password hashes stay; events say what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_change_rolls_the_configuration_and_keeps_the_hashes() {
+    let a = apis().await;
+    let hash1 = config_hash(&persistent_relay(&a.client, "rolling").await).unwrap();
+    let file = secret_text(
+        &a.secrets.get("rolling-credentials").await.unwrap(),
+        "credentials",
+    );
+    a.relays
         .patch(
-            "relay1",
+            "rolling",
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"limits": {"maxRecipients": 7}}})),
         )
         .await
         .unwrap();
-    eventually("the new configuration", 60, || async {
-        let cm = configmaps.get("relay1-config").await.ok()?;
+    eventually_async("the new configuration", Duration::from_secs(60), || async {
+        let cm = a.configmaps.get("rolling-config").await.ok()?;
         cm.data?
             .get("gateway.toml")?
             .contains("max_recipients = 7")
             .then_some(())
     })
     .await;
-    let hash2 = eventually("a new config hash", 60, || async {
-        let sts = statefulsets.get("relay1").await.ok()?;
+    let hash2 = eventually_async("a new config hash", Duration::from_secs(60), || async {
+        let sts = a.statefulsets.get("rolling").await.ok()?;
         let h = sts
             .spec?
             .template
@@ -331,7 +374,7 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
     // Events say what changed.
     let reasons = || {
         let json: serde_json::Value = serde_json::from_str(
-            &cluster
+            &a.cluster
                 .kubectl_ok(&["get", "events.events.k8s.io", "-n", NS, "-o", "json"])
                 .unwrap(),
         )
@@ -340,34 +383,42 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["regarding"]["name"] == "relay1")
+            .filter(|e| e["regarding"]["name"] == "rolling")
             .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
             .collect::<Vec<_>>()
     };
-    eventually("Created and ConfigurationChanged events", 30, || async {
-        let r = reasons();
-        (r.iter().any(|x| x == "Created") && r.iter().any(|x| x == "ConfigurationChanged"))
-            .then_some(())
-    })
+    eventually_async(
+        "Created and ConfigurationChanged events",
+        Duration::from_secs(30),
+        || async {
+            let r = reasons();
+            (r.iter().any(|x| x == "Created") && r.iter().any(|x| x == "ConfigurationChanged"))
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(
         secret_text(
-            &secrets.get("relay1-credentials").await.unwrap(),
+            &a.secrets.get("rolling-credentials").await.unwrap(),
             "credentials"
         ),
         file,
         "password hashes are kept"
     );
+}
 
-    // Flavour 2: no persistence → a Deployment with an emptyDir spool.
+/// No persistence: a Deployment with an emptyDir spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_without_persistence_is_a_deployment() {
+    let a = apis().await;
     create_relay(
-        &client,
+        &a.client,
         "relay2",
         json!({"queue": {"persistence": false}, "replicas": 1}),
     )
     .await;
-    let dep = eventually("Deployment relay2", 60, || async {
-        deployments.get_opt("relay2").await.ok().flatten()
+    let dep = eventually_async("Deployment relay2", Duration::from_secs(60), || async {
+        a.deployments.get_opt("relay2").await.ok().flatten()
     })
     .await;
     let vols = dep.spec.unwrap().template.spec.unwrap().volumes.unwrap();
@@ -375,14 +426,21 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         vols.iter()
             .any(|v| v.name == "spool" && v.empty_dir.is_some())
     );
-    assert!(statefulsets.get_opt("relay2").await.unwrap().is_none());
+    assert!(a.statefulsets.get_opt("relay2").await.unwrap().is_none());
+}
 
-    // Flavour 3: cert-manager issuer and ServiceMonitor asked for, neither installed → Degraded.
+/// A cert-manager issuer and a ServiceMonitor asked for while neither project is
+/// installed: Degraded; once their CRDs are installed, the next reconcile creates a
+/// Certificate and a ServiceMonitor (and none for a relay that did not ask).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_manager_and_prometheus_operator_crds_switch_on_certificate_and_servicemonitor() {
+    let a = apis().await;
+    persistent_relay(&a.client, "plain").await;
     let spec3 =
         json!({"tls": {"issuerRef": {"name": "letsencrypt"}}, "metrics": {"serviceMonitor": true}});
-    create_relay(&client, "relay3", spec3).await;
-    let r3 = eventually("relay3 degraded", 60, || async {
-        let r = relays.get("relay3").await.ok()?;
+    create_relay(&a.client, "relay3", spec3).await;
+    let r3 = eventually_async("relay3 degraded", Duration::from_secs(60), || async {
+        let r = a.relays.get("relay3").await.ok()?;
         (condition(&r, "Degraded")?.status == "True").then_some(r)
     })
     .await;
@@ -402,8 +460,8 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         }
     }
     let refs: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
-    cluster.apply_files(&refs).unwrap();
-    cluster
+    a.cluster.apply_files(&refs).unwrap();
+    a.cluster
         .wait_crds_established(
             &[
                 "certificates.cert-manager.io",
@@ -413,7 +471,7 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         )
         .unwrap();
     // Nudge a reconcile now rather than at the next requeue.
-    relays
+    a.relays
         .patch(
             "relay3",
             &PatchParams::default(),
@@ -422,45 +480,81 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
         .await
         .unwrap();
     let certs: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
+        a.client.clone(),
         NS,
         &ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate"),
             "certificates",
         ),
     );
-    let cert = eventually("Certificate relay3-tls", 90, || async {
-        certs.get_opt("relay3-tls").await.ok().flatten()
-    })
+    let cert = eventually_async(
+        "Certificate relay3-tls",
+        Duration::from_secs(90),
+        || async { certs.get_opt("relay3-tls").await.ok().flatten() },
+    )
     .await;
     assert_eq!(cert.data["spec"]["issuerRef"]["name"], "letsencrypt");
     assert_eq!(cert.data["spec"]["secretName"], "relay3-tls");
     assert!(owned_by(&cert.metadata, "relay3"));
     let monitors: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
+        a.client.clone(),
         NS,
         &ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor"),
             "servicemonitors",
         ),
     );
-    let sm = eventually("ServiceMonitor relay3", 90, || async {
+    let sm = eventually_async("ServiceMonitor relay3", Duration::from_secs(90), || async {
         monitors.get_opt("relay3").await.ok().flatten()
     })
     .await;
     assert_eq!(sm.data["spec"]["endpoints"][0]["port"], "metrics");
-    // relay1 did not ask for a ServiceMonitor.
-    assert!(monitors.get_opt("relay1").await.unwrap().is_none());
+    // "plain" did not ask for a ServiceMonitor.
+    assert!(monitors.get_opt("plain").await.unwrap().is_none());
+}
 
-    // Deleting a relay deletes its children (garbage collection by owner references).
-    relays.delete("relay1", &Default::default()).await.unwrap();
-    eventually("relay1's children to go", 90, || async {
-        let gone = configmaps.get_opt("relay1-config").await.ok()?.is_none()
-            && statefulsets.get_opt("relay1").await.ok()?.is_none()
-            && services.get_opt("relay1").await.ok()?.is_none()
-            && secrets.get_opt("relay1-credentials").await.ok()?.is_none();
-        gone.then_some(())
+/// How many of relay `name`'s ConfigMap, StatefulSet, Service and credentials Secret
+/// exist; None when the API server did not answer.
+async fn children(a: &Apis, name: &str) -> Option<usize> {
+    Some(
+        [
+            a.configmaps
+                .get_opt(&format!("{name}-config"))
+                .await
+                .ok()?
+                .is_some(),
+            a.statefulsets.get_opt(name).await.ok()?.is_some(),
+            a.services.get_opt(name).await.ok()?.is_some(),
+            a.secrets
+                .get_opt(&format!("{name}-credentials"))
+                .await
+                .ok()?
+                .is_some(),
+        ]
+        .into_iter()
+        .filter(|&e| e)
+        .count(),
+    )
+}
+
+/// Deleting a relay deletes its children (garbage collection by owner references).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_relay_garbage_collects_its_children() {
+    let a = apis().await;
+    persistent_relay(&a.client, "doomed").await;
+    eventually_async("doomed's children", Duration::from_secs(60), || async {
+        (children(&a, "doomed").await? == 4).then_some(())
     })
+    .await;
+    a.relays
+        .delete("doomed", &Default::default())
+        .await
+        .unwrap();
+    eventually_async(
+        "doomed's children to go",
+        Duration::from_secs(90),
+        || async { (children(&a, "doomed").await? == 0).then_some(()) },
+    )
     .await;
     let _ = MailRelay::kind(&());
 }
@@ -470,42 +564,18 @@ async fn operator_reconciles_mailrelays_on_a_real_api_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_hands_over() {
     use k8s_openapi::api::coordination::v1::Lease;
-    let cluster = TestCluster::start().unwrap();
+    let cluster = with_crd(TestCluster::start().unwrap(), &[NS, "postern-system"]);
     let client = cluster.client().await.unwrap();
-    let crd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crds/mailrelays.postern.dev.yaml");
-    cluster.apply_files(&[&crd]).unwrap();
-    cluster
-        .wait_crds_established(&["mailrelays.postern.dev"], Duration::from_secs(60))
-        .unwrap();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    for ns in [NS, "postern-system"] {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
-    }
     let start = |name: &str| {
-        let child = Command::new(built_bin("postern-operator"))
-            .env("KUBECONFIG", cluster.kubeconfig_path())
+        cluster
+            .operator("postern:test")
             .env("POD_NAMESPACE", "postern-system")
             .env("POD_NAME", name)
-            .args([
-                "--gateway-image",
-                "postern:test",
-                "--lease-duration",
-                "4s",
-                "--metrics-address",
-            ])
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .args(["--lease-duration", "4s"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting postern-operator");
-        Operator(child)
+            .spawn_guarded()
+            .expect("starting postern-operator")
     };
     let leases: Api<Lease> = Api::namespaced(client.clone(), "postern-system");
     let holder = || async {
@@ -518,14 +588,19 @@ async fn leader_election_hands_over() {
             .holder_identity
     };
     let a = start("operator-a");
-    let first = eventually("a leader", 30, || async { holder().await }).await;
+    let first = eventually_async("a leader", Duration::from_secs(30), || async {
+        holder().await
+    })
+    .await;
     assert_eq!(first, "operator-a");
     let _b = start("operator-b");
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     create_relay(&client, "one", json!({})).await;
-    eventually("the leader to reconcile", 60, || async {
-        statefulsets.get_opt("one").await.ok().flatten()
-    })
+    eventually_async(
+        "the leader to reconcile",
+        Duration::from_secs(60),
+        || async { statefulsets.get_opt("one").await.ok().flatten() },
+    )
     .await;
     assert_eq!(
         holder().await.as_deref(),
@@ -533,14 +608,18 @@ async fn leader_election_hands_over() {
         "the follower must not take over a live lease"
     );
     drop(a);
-    let second = eventually("the follower to take over", 60, || async {
-        holder().await.filter(|h| h == "operator-b")
-    })
+    let second = eventually_async(
+        "the follower to take over",
+        Duration::from_secs(60),
+        || async { holder().await.filter(|h| h == "operator-b") },
+    )
     .await;
     assert_eq!(second, "operator-b");
     create_relay(&client, "two", json!({})).await;
-    eventually("the new leader to reconcile", 60, || async {
-        statefulsets.get_opt("two").await.ok().flatten()
-    })
+    eventually_async(
+        "the new leader to reconcile",
+        Duration::from_secs(60),
+        || async { statefulsets.get_opt("two").await.ok().flatten() },
+    )
     .await;
 }

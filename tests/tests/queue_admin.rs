@@ -4,23 +4,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use postern_config::DeliveryMode;
 use postern_tests::dns::{Record, TestDns};
-use postern_tests::gateway::{TestGateway, gateway_bin};
+use postern_tests::gateway::{TestGateway, gateway_bin, trust_loopback};
 use postern_tests::postfix::SmtpSink;
-use postern_tests::smtp::Smtp;
-
-fn submit(gw: &TestGateway, to: &str) -> String {
-    let (mut s, _) = Smtp::connect(gw.relay).unwrap();
-    assert_eq!(s.cmd("EHLO c").unwrap().code, 250);
-    assert_eq!(s.cmd("MAIL FROM:<app@example.com>").unwrap().code, 250);
-    assert_eq!(s.cmd(&format!("RCPT TO:<{to}>")).unwrap().code, 250);
-    assert_eq!(s.cmd("DATA").unwrap().code, 354);
-    let r = s.cmd("Subject: admin\r\n\r\nx\r\n.").unwrap();
-    r.last_line().rsplit(' ').next().unwrap().to_owned()
-}
+use postern_tests::wait::eventually;
 
 fn queue_cmd(gw: &TestGateway, args: &[&str]) -> String {
     let out = Command::new(gateway_bin())
@@ -41,23 +31,25 @@ fn queue_cmd(gw: &TestGateway, args: &[&str]) -> String {
 
 #[test]
 fn delete_removes_a_message_from_a_running_gateway() {
-    let gw =
-        TestGateway::start(|c| c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()])
-            .unwrap();
-    let a = submit(&gw, "x@example.net");
-    let b = submit(&gw, "y@example.net");
+    let gw = TestGateway::start(trust_loopback).unwrap();
+    let a = gw.submit(
+        "app@example.com",
+        "x@example.net",
+        "Subject: admin\r\n\r\nx",
+    );
+    let b = gw.submit(
+        "app@example.com",
+        "y@example.net",
+        "Subject: admin\r\n\r\nx",
+    );
     let out = queue_cmd(&gw, &["delete", &a]);
     assert!(out.contains(&format!("{a}: removed")), "{out}");
     assert_eq!(gw.queued_ids().unwrap(), vec![b]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gw.log().contains("removed from the queue by administrator") {
-        assert!(
-            Instant::now() < deadline,
-            "the running gateway did not notice: {}",
-            gw.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        "the running gateway to notice the removal",
+        Duration::from_secs(5),
+        || gw.log().contains("removed from the queue by administrator"),
+    );
 }
 
 #[test]
@@ -71,7 +63,7 @@ fn flush_retries_deferred_mail_now() {
     let addr = SocketAddr::new(IpAddr::V4(mx), 25);
     let sink = SmtpSink::start(addr, &["-r", "RCPT"]).unwrap();
     let gw = TestGateway::start(|c| {
-        c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        trust_loopback(c);
         c.delivery.mode = DeliveryMode::Mx;
         c.delivery.dns.nameservers = vec![dns.addr()];
         // Without a flush the next try would be an hour away.
@@ -79,24 +71,23 @@ fn flush_retries_deferred_mail_now() {
         c.delivery.retry.max = Duration::from_secs(3600);
     })
     .unwrap();
-    submit(&gw, "user@dest.test");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    gw.submit(
+        "app@example.com",
+        "user@dest.test",
+        "Subject: admin\r\n\r\nx",
+    );
+    let q = eventually("a deferral", Duration::from_secs(15), || {
         let q = gw.queue().unwrap();
-        if q.first().and_then(|m| m["attempts"].as_u64()).unwrap_or(0) >= 1 {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            assert!(
-                q[0]["next_attempt"].as_u64().unwrap() > now + 3000,
-                "next try an hour away: {q:?}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no deferral");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        (q.first().and_then(|m| m["attempts"].as_u64()).unwrap_or(0) >= 1).then_some(q)
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        q[0]["next_attempt"].as_u64().unwrap() > now + 3000,
+        "next try an hour away: {q:?}"
+    );
     drop(sink);
     let sink = SmtpSink::start(addr, &[]).unwrap();
     queue_cmd(&gw, &["flush"]);

@@ -4,33 +4,17 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use postern_tests::gateway::{PASSWORD, TestGateway, USER, gateway_bin, require};
+use postern_tests::gateway::{PASSWORD, TestGateway, USER, hash_password};
+use postern_tests::peers::require;
+use postern_tests::reply::expect;
 use postern_tests::smtp::{Smtp, SmtpReply};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-
-/// Asserts the code and the enhanced status code of a reply's last line.
-#[track_caller]
-fn expect(r: &SmtpReply, code: u16, enhanced: &str) {
-    assert_eq!(r.code, code, "reply {:?}", r.text);
-    let prefix = format!("{code} {enhanced} ");
-    assert!(
-        r.last_line().starts_with(&prefix),
-        "reply {:?} should start with {prefix:?}",
-        r.text
-    );
-}
-
-fn plain(user: &str, password: &str) -> String {
-    B64.encode(format!("\0{user}\0{password}"))
-}
 
 /// An implicit-TLS session on 465 after EHLO; returns it and the server certificate.
 fn tls_session(gw: &TestGateway) -> Result<(Smtp, Vec<u8>)> {
@@ -54,41 +38,13 @@ fn starttls_certificate(gw: &TestGateway) -> Result<Vec<u8>> {
 /// AUTH PLAIN on a new implicit-TLS session.
 fn auth(gw: &TestGateway, user: &str, password: &str) -> Result<(Smtp, SmtpReply)> {
     let (mut s, _) = tls_session(gw)?;
-    let r = s.cmd(&format!("AUTH PLAIN {}", plain(user, password)))?;
+    let r = s.auth_plain(user, password)?;
     Ok((s, r))
-}
-
-fn send_message(s: &mut Smtp, from: &str, to: &str) -> Result<SmtpReply> {
-    expect(&s.cmd(&format!("MAIL FROM:<{from}>"))?, 250, "2.1.0");
-    expect(&s.cmd(&format!("RCPT TO:<{to}>"))?, 250, "2.1.5");
-    let r = s.cmd("DATA")?;
-    assert_eq!(r.code, 354, "{:?}", r.text);
-    s.send(b"Subject: reload test\r\n\r\nbody\r\n.\r\n")?;
-    s.reply()
-}
-
-/// The log without terminal colour codes.
-fn log_text(gw: &TestGateway) -> String {
-    let raw = gw.log();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Number of log lines holding every one of `needles`.
 fn log_lines(gw: &TestGateway, needles: &[&str]) -> usize {
-    log_text(gw)
+    gw.log()
         .lines()
         .filter(|l| needles.iter().all(|n| l.contains(n)))
         .count()
@@ -116,7 +72,7 @@ fn replace(dest: &Path, data: &[u8]) -> Result<()> {
 
 /// A new self-signed pair for `name`, made by openssl in `dir`: (certificate, key).
 fn openssl_pair(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
-    let openssl = require("openssl");
+    let openssl = require("openssl")?;
     let (cert, key) = (
         dir.join(format!("{name}.crt")),
         dir.join(format!("{name}.key")),
@@ -163,11 +119,7 @@ fn certificate_rotates_without_restart() -> Result<()> {
     let gw = TestGateway::start(|_| {})?;
     let pid = gw.pid();
     let (mut old, old_cert) = tls_session(&gw)?;
-    expect(
-        &old.cmd(&format!("AUTH PLAIN {}", plain(USER, PASSWORD)))?,
-        235,
-        "2.7.0",
-    );
+    expect(&old.auth_plain(USER, PASSWORD)?, 235, "2.7.0");
     assert_eq!(old_cert, der(&gw.config.tls.certificate)?);
     assert_eq!(starttls_certificate(&gw)?, old_cert);
 
@@ -187,7 +139,11 @@ fn certificate_rotates_without_restart() -> Result<()> {
     assert_eq!(old.peer_certificate(), Some(old_cert));
     expect(&old.cmd("NOOP")?, 250, "2.0.0");
     expect(
-        &send_message(&mut old, "alice@example.com", "someone@example.net")?,
+        &old.send_message(
+            "alice@example.com",
+            &["someone@example.net"],
+            "Subject: reload test\r\n\r\nbody",
+        )?,
         250,
         "2.0.0",
     );
@@ -239,7 +195,7 @@ fn broken_certificate_is_not_loaded() -> Result<()> {
     let before = log_lines(&gw, &needles);
     replace(&gw.config.tls.certificate, b"this is not a certificate\n")?;
     wait_for_log(&gw, &needles, before, Duration::from_secs(3))?;
-    let log = log_text(&gw);
+    let log = gw.log();
     assert!(log.contains("no CERTIFICATE block found"), "{log}");
     // New sessions still get the old certificate, over both kinds of TLS.
     let (mut s, cert) = tls_session(&gw)?;
@@ -269,7 +225,7 @@ fn half_rotated_pair_is_not_loaded() -> Result<()> {
     // Only the key so far: it does not match the certificate in place.
     std::fs::rename(&key, &gw.config.tls.private_key)?;
     wait_for_log(&gw, &needles, before, Duration::from_secs(3))?;
-    assert!(log_text(&gw).contains("does not match the certificate"));
+    assert!(gw.log().contains("does not match the certificate"));
     // Handshakes still work, with the old pair.
     let (mut s, served) = tls_session(&gw)?;
     assert_eq!(served, old_cert);
@@ -280,38 +236,10 @@ fn half_rotated_pair_is_not_loaded() -> Result<()> {
     Ok(())
 }
 
-/// `postern-gateway hash-password`, as an operator would make a credentials line.
-fn hash_password(password: &str) -> Result<String> {
-    let mut child = Command::new(gateway_bin())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(format!("{password}\n").as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "hash-password failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
 #[test]
 fn credentials_reload_adds_and_removes_users() -> Result<()> {
     let gw = TestGateway::start(|_| {})?;
-    let creds = gw
-        .config
-        .auth
-        .credentials_file
-        .clone()
-        .context("credentials file")?;
+    let creds = gw.credentials_file().to_owned();
     let carol_password = "carol's fresh password";
     let (_, r) = auth(&gw, "carol", carol_password)?;
     expect(&r, 535, "5.7.8");
@@ -319,7 +247,7 @@ fn credentials_reload_adds_and_removes_users() -> Result<()> {
     // Append a user.
     let line = format!(
         "carol:{}:carol@example.net\n",
-        hash_password(carol_password)?
+        hash_password(carol_password, false)?
     );
     let loaded = ["credentials loaded"];
     let before = log_lines(&gw, &loaded);
@@ -334,7 +262,11 @@ fn credentials_reload_adds_and_removes_users() -> Result<()> {
     assert!(appended.elapsed() < Duration::from_secs(3));
     expect(&carol.cmd("MAIL FROM:<alice@example.com>")?, 553, "5.7.1");
     expect(
-        &send_message(&mut carol, "carol@example.net", "friend@example.org")?,
+        &carol.send_message(
+            "carol@example.net",
+            &["friend@example.org"],
+            "Subject: reload test\r\n\r\nbody",
+        )?,
         250,
         "2.0.0",
     );
@@ -365,12 +297,7 @@ fn credentials_reload_adds_and_removes_users() -> Result<()> {
 #[test]
 fn broken_credentials_file_is_not_loaded() -> Result<()> {
     let gw = TestGateway::start(|_| {})?;
-    let creds = gw
-        .config
-        .auth
-        .credentials_file
-        .clone()
-        .context("credentials file")?;
+    let creds = gw.credentials_file().to_owned();
     let needles = ["file change not loaded", "credentials"];
     let before = log_lines(&gw, &needles);
     // A good file with one bad line (a plaintext password) after it.
@@ -378,7 +305,7 @@ fn broken_credentials_file_is_not_loaded() -> Result<()> {
     text.push_str("mallory:hunter2:*\n");
     replace(&creds, text.as_bytes())?;
     wait_for_log(&gw, &needles, before, Duration::from_secs(3))?;
-    let log = log_text(&gw);
+    let log = gw.log();
     assert!(log.contains("line 3"), "the error names the line: {log}");
     assert!(
         !log.contains("hunter2"),

@@ -6,23 +6,10 @@ use std::net::SocketAddr;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use postern_tests::gateway::{PASSWORD, TestGateway, USER};
-use postern_tests::smtp::{Smtp, SmtpReply};
-
-/// Asserts the code and the enhanced status code of a reply's last line.
-#[track_caller]
-fn expect(r: &SmtpReply, code: u16, enhanced: &str) {
-    assert_eq!(r.code, code, "reply {:?}", r.text);
-    let prefix = format!("{code} {enhanced} ");
-    assert!(
-        r.last_line().starts_with(&prefix),
-        "reply {:?} should start with {prefix:?}",
-        r.text
-    );
-}
+use anyhow::{Context, Result};
+use postern_tests::gateway::{PASSWORD, TestGateway, USER, trust_loopback};
+use postern_tests::reply::{expect, queue_id};
+use postern_tests::smtp::Smtp;
 
 /// The shutdown notice: 421 4.3.2, then the server closes the connection.
 #[track_caller]
@@ -37,40 +24,11 @@ fn expect_shutdown_notice(s: &mut Smtp) {
     assert!(s.closed(), "connection left open after 421");
 }
 
-/// The log without terminal colour codes.
-fn log_text(gw: &TestGateway) -> String {
-    let raw = gw.log();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Connects in plain text, retrying a 421 for a moment (the harness's readiness
-/// probes hold sessions briefly), and says EHLO.
+/// Connects in plain text, retrying a 421 for a moment (a session the test just
+/// closed may still hold its slot), and says EHLO.
 fn session(addr: SocketAddr) -> Result<Smtp> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut s = loop {
-        let (s, greeting) = Smtp::connect(addr)?;
-        if greeting.code == 220 {
-            break s;
-        }
-        if Instant::now() > deadline {
-            bail!("not admitted: {:?}", greeting.text);
-        }
-        sleep(Duration::from_millis(50));
-    };
-    assert_eq!(s.cmd("EHLO client.test")?.code, 250);
+    let mut s = Smtp::connect_admitted(addr)?;
+    s.ehlo()?;
     Ok(s)
 }
 
@@ -79,8 +37,7 @@ fn submission(gw: &TestGateway) -> Result<Smtp> {
     let (mut s, greeting) = Smtp::connect_tls(gw.submissions)?;
     assert_eq!(greeting.code, 220, "{:?}", greeting.text);
     assert_eq!(s.cmd("EHLO client.test")?.code, 250);
-    let creds = B64.encode(format!("\0{USER}\0{PASSWORD}"));
-    expect(&s.cmd(&format!("AUTH PLAIN {creds}"))?, 235, "2.7.0");
+    expect(&s.auth_plain(USER, PASSWORD)?, 235, "2.7.0");
     Ok(s)
 }
 
@@ -128,7 +85,7 @@ fn idle_sessions_get_421_and_the_process_exits() -> Result<()> {
     for s in [&mut plain, &mut relay, &mut tls] {
         expect_shutdown_notice(s);
     }
-    let log = log_text(&gw);
+    let log = gw.log();
     assert!(log.contains("all sessions finished"), "{log}");
     assert!(log.contains("end=\"shutdown\""), "{log}");
     Ok(())
@@ -182,14 +139,7 @@ fn transfer_in_progress_finishes_and_is_queued() -> Result<()> {
         // The transfer goes on and its message is accepted.
         busy.send(BODY_TAIL)?;
         busy.send(b".\r\n")?;
-        let r = busy.reply()?;
-        expect(&r, 250, "2.0.0");
-        let id = r
-            .last_line()
-            .rsplit(' ')
-            .next()
-            .context("queue id")?
-            .to_owned();
+        let id = queue_id(&busy.reply()?);
         // Then that session is idle, and leaves like the others.
         expect_shutdown_notice(&mut busy);
         let exited = terminating
@@ -203,7 +153,7 @@ fn transfer_in_progress_finishes_and_is_queued() -> Result<()> {
 
     // The message is in the spool, and a restarted gateway finds it there.
     gw.spawn()?;
-    let log = log_text(&gw);
+    let log = gw.log();
     let scanned = log
         .lines()
         .rfind(|l| l.contains("spool scanned"))
@@ -229,7 +179,7 @@ fn transfer_in_progress_finishes_and_is_queued() -> Result<()> {
 fn new_connections_are_refused_while_a_transaction_finishes() -> Result<()> {
     let mut gw = TestGateway::start(|c| {
         c.timeouts.shutdown_grace = Duration::from_secs(10);
-        c.relay.trusted_networks = vec!["127.0.0.0/8".parse().expect("network")];
+        trust_loopback(c);
     })?;
     let (submission_addr, relay_addr, submissions_addr) = (gw.submission, gw.relay, gw.submissions);
     let pid = gw.pid().context("pid")?;
@@ -284,7 +234,7 @@ fn grace_period_bounds_a_stalled_transfer() -> Result<()> {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "exit took {took:?} with a 1 s grace period"
     );
-    assert!(log_text(&gw).contains("shutdown grace period over"));
+    assert!(gw.log().contains("shutdown grace period over"));
     // The half-sent message was never accepted, and is not queued after a restart.
     assert!(
         stalled.reply().is_err(),

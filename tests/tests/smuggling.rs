@@ -3,7 +3,7 @@
 //! gateway must never accept the second message, in either bare-line-ending mode.
 
 use postern_config::BareLineEndings;
-use postern_tests::gateway::TestGateway;
+use postern_tests::gateway::{TestGateway, trust_loopback};
 use postern_tests::smtp::Smtp;
 
 const VARIANTS: &[&[u8]] = &[
@@ -55,7 +55,7 @@ fn attack(gw: &TestGateway, end: &[u8], tls: bool) -> Vec<u16> {
 
 fn run(mode: BareLineEndings, tls: bool) {
     let gw = TestGateway::start(|c| {
-        c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        trust_loopback(c);
         c.limits.bare_line_endings = mode;
     })
     .unwrap();

@@ -6,9 +6,10 @@
 //! server runs the OwnerReferencesPermissionEnforcement admission plugin, as hardened
 //! clusters do, so setting owner references is checked too.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -17,8 +18,10 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use postern_api::MailRelay;
-use postern_tests::gateway::{built_bin, free_port};
 use postern_tests::kube::{ClusterOptions, TestCluster, third_party_crds};
+use postern_tests::process::{ChildGuard, SpawnGuarded};
+use postern_tests::repo_file;
+use postern_tests::wait::eventually_async;
 use serde_json::json;
 
 const RELEASE_NS: &str = "postern-system";
@@ -27,7 +30,7 @@ const RELAY_NS: &str = "apps";
 const SERVICE_ACCOUNT: &str = "postern";
 
 fn chart_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/postern")
+    repo_file("charts/postern")
 }
 
 fn helm_ok(cluster: &TestCluster, args: &[&str]) -> String {
@@ -144,8 +147,9 @@ exampleRelay:
     trustedNetworks: ["10.42.0.0/16"]
 "#;
 
+/// The operator process (killed when dropped) and its log, shown when a test fails.
 struct Operator {
-    child: Child,
+    _child: ChildGuard,
     log: PathBuf,
 }
 
@@ -171,72 +175,80 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- the operator's log ---\n{}", self.log());
+        }
     }
 }
 
-/// Polls until `f` gives Some, or fails after `secs` with the operator's log.
-async fn eventually<T, F, Fut>(operator: &Operator, what: &str, secs: u64, mut f: F) -> T
+/// Polls until `f` gives Some, or fails after `secs` (with the operator's log); fails
+/// at once when the operator logged that the chart's RBAC forbade something.
+async fn until<T, F, Fut>(operator: &Operator, what: &str, secs: u64, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
+    eventually_async(what, Duration::from_secs(secs), || {
         operator.assert_not_forbidden();
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; the operator's log:\n{}",
-            operator.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        f()
+    })
+    .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn helm_chart_lints_dry_runs_installs_and_its_rbac_suffices_for_the_operator() {
-    let chart = chart_dir();
-    let chart_arg = chart.display().to_string();
-    let cluster = TestCluster::start_with(ClusterOptions {
-        controller_manager: false,
-        apiserver_args: vec![
-            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
-        ],
-    })
-    .unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-
-    // (1) Lint.
-    helm_ok(&cluster, &["lint", "--strict", &chart_arg]);
-
-    // CRDs the manifests need: the chart's own and the Prometheus operator's.
-    let prom = third_party_crds("prometheus-operator").unwrap();
-    let own_crd = chart.join("crds/mailrelays.postern.dev.yaml");
-    cluster.apply_files(&[&own_crd, &prom]).unwrap();
-    cluster
-        .wait_crds_established(
-            &[
-                "mailrelays.postern.dev",
-                "servicemonitors.monitoring.coreos.com",
-                "prometheusrules.monitoring.coreos.com",
+/// A cluster running the OwnerReferencesPermissionEnforcement admission plugin, with
+/// the CRDs the manifests need (the chart's own and the Prometheus operator's), the
+/// namespaces and a PriorityClass: shared by the chart tests of this binary.
+fn cluster() -> &'static TestCluster {
+    static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let chart = chart_dir();
+        let cluster = TestCluster::start_with(ClusterOptions {
+            controller_manager: false,
+            apiserver_args: vec![
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
             ],
-            Duration::from_secs(60),
-        )
+        })
         .unwrap();
-    for ns in [RELEASE_NS, RELAY_NS, "monitoring"] {
-        cluster.kubectl_ok(&["create", "namespace", ns]).unwrap();
-    }
-    cluster
-        .kubectl_ok(&["create", "priorityclass", "postern-test", "--value=1000"])
-        .unwrap();
+        // CRDs the manifests need: the chart's own and the Prometheus operator's.
+        let prom = third_party_crds("prometheus-operator").unwrap();
+        let own_crd = chart.join("crds/mailrelays.postern.dev.yaml");
+        cluster.apply_files(&[&own_crd, &prom]).unwrap();
+        cluster
+            .wait_crds_established(
+                &[
+                    "mailrelays.postern.dev",
+                    "servicemonitors.monitoring.coreos.com",
+                    "prometheusrules.monitoring.coreos.com",
+                ],
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        for ns in [RELEASE_NS, RELAY_NS, "monitoring"] {
+            cluster.kubectl_ok(&["create", "namespace", ns]).unwrap();
+        }
+        cluster
+            .kubectl_ok(&["create", "priorityclass", "postern-test", "--value=1000"])
+            .unwrap();
+        cluster
+    })
+}
 
-    // (2) Render and dry-run: defaults, then everything on.
+#[test]
+fn chart_lints_strictly() {
+    helm_ok(
+        cluster(),
+        &["lint", "--strict", &chart_dir().display().to_string()],
+    );
+}
+
+/// The default values render the operator and its RBAC, nothing optional, and pass a
+/// server-side dry run.
+#[test]
+fn default_render_passes_a_server_side_dry_run() {
+    let cluster = cluster();
+    let chart_arg = chart_dir().display().to_string();
     let defaults = helm_ok(
-        &cluster,
+        cluster,
         &["template", "postern", &chart_arg, "-n", RELEASE_NS],
     );
     for kind in [
@@ -263,12 +275,19 @@ async fn helm_chart_lints_dry_runs_installs_and_its_rbac_suffices_for_the_operat
             "default render has {kind:?}, which is off by default"
         );
     }
-    dry_run(&cluster, "default values", &defaults);
+    dry_run(cluster, "default values", &defaults);
+}
 
+/// Every optional part switched on renders and passes a server-side dry run.
+#[test]
+fn full_render_passes_a_server_side_dry_run() {
+    let cluster = cluster();
+    let chart_arg = chart_dir().display().to_string();
+    let scratch = tempfile::tempdir().unwrap();
     let values = scratch.path().join("full-values.yaml");
     std::fs::write(&values, FULL_VALUES).unwrap();
     let full = helm_ok(
-        &cluster,
+        cluster,
         &[
             "template",
             "postern",
@@ -290,11 +309,19 @@ async fn helm_chart_lints_dry_runs_installs_and_its_rbac_suffices_for_the_operat
     ] {
         assert!(full.contains(kind), "full render lacks {kind:?}");
     }
-    dry_run(&cluster, "every option on", &full);
+    dry_run(cluster, "every option on", &full);
+}
 
-    // (3) Install; then the operator runs with the chart's ServiceAccount.
+/// Installed, the operator running with the chart's ServiceAccount token (not as admin)
+/// reconciles a MailRelay in another namespace completely and takes the leader Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installed_chart_rbac_suffices_for_the_operator() {
+    let cluster = cluster();
+    let chart_arg = chart_dir().display().to_string();
+    let scratch = tempfile::tempdir().unwrap();
+    // Install; then the operator runs with the chart's ServiceAccount.
     helm_ok(
-        &cluster,
+        cluster,
         &["install", "postern", &chart_arg, "-n", RELEASE_NS],
     );
     let sa = format!("system:serviceaccount:{RELEASE_NS}:{SERVICE_ACCOUNT}");
@@ -354,19 +381,17 @@ async fn helm_chart_lints_dry_runs_installs_and_its_rbac_suffices_for_the_operat
 
     let log = scratch.path().join("operator.log");
     let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(built_bin("postern-operator"))
-        .env("KUBECONFIG", &kubeconfig)
+    let child = cluster
+        .operator_with_kubeconfig(&kubeconfig, "postern:test")
         .env("RUST_LOG", "info,postern_operator=debug,kube_runtime=debug")
         .env("POD_NAMESPACE", RELEASE_NS)
         .env("POD_NAME", "op-0")
-        .args(["--gateway-image", "postern:test", "--metrics-address"])
-        .arg(format!("127.0.0.1:{}", free_port()))
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
-        .spawn()
+        .spawn_guarded()
         .expect("starting postern-operator");
-    let operator = Operator { child, log };
+    let operator = Operator { _child: child, log };
 
     let relays: Api<MailRelay> = Api::namespaced(client.clone(), RELAY_NS);
     for (name, spec) in [
@@ -396,7 +421,7 @@ async fn helm_chart_lints_dry_runs_installs_and_its_rbac_suffices_for_the_operat
 
     // The Lease: held by op-0.
     let leases: Api<Lease> = Api::namespaced(client.clone(), RELEASE_NS);
-    eventually(
+    until(
         &operator,
         "the Lease postern-operator held by op-0",
         60,
@@ -423,12 +448,12 @@ async fn helm_chart_lints_dry_runs_installs_and_its_rbac_suffices_for_the_operat
             "servicemonitors",
         ),
     );
-    eventually(&operator, "StatefulSet mail", 90, || {
+    until(&operator, "StatefulSet mail", 90, || {
         let api = statefulsets.clone();
         async move { api.get_opt("mail").await.ok()? }
     })
     .await;
-    eventually(&operator, "ConfigMap mail-config", 30, || {
+    until(&operator, "ConfigMap mail-config", 30, || {
         let api = configmaps.clone();
         async move { api.get_opt("mail-config").await.ok()? }
     })
@@ -440,32 +465,32 @@ async fn helm_chart_lints_dry_runs_installs_and_its_rbac_suffices_for_the_operat
         "mail-ca",
         "mail-tls",
     ] {
-        eventually(&operator, &format!("Secret {name}"), 30, || {
+        until(&operator, &format!("Secret {name}"), 30, || {
             let api = secrets.clone();
             async move { api.get_opt(name).await.ok()? }
         })
         .await;
     }
     for name in ["mail", "mail-pods"] {
-        eventually(&operator, &format!("Service {name}"), 30, || {
+        until(&operator, &format!("Service {name}"), 30, || {
             let api = services.clone();
             async move { api.get_opt(name).await.ok()? }
         })
         .await;
     }
-    eventually(&operator, "PodDisruptionBudget mail", 30, || {
+    until(&operator, "PodDisruptionBudget mail", 30, || {
         let api = pdbs.clone();
         async move { api.get_opt("mail").await.ok()? }
     })
     .await;
-    eventually(&operator, "ServiceMonitor mail", 30, || {
+    until(&operator, "ServiceMonitor mail", 30, || {
         let api = monitors.clone();
         async move { api.get_opt("mail").await.ok()? }
     })
     .await;
 
     // Status: written through the status subresource, for the current generation.
-    let relay = eventually(&operator, "status of MailRelay mail", 60, || {
+    let relay = until(&operator, "status of MailRelay mail", 60, || {
         let api = relays.clone();
         async move {
             let r = api.get("mail").await.ok()?;
@@ -502,7 +527,7 @@ async fn helm_chart_lints_dry_runs_installs_and_its_rbac_suffices_for_the_operat
 
     // The failing relay: a ReconcileFailed event (events.k8s.io) on it.
     let events: Api<Event> = Api::namespaced(client.clone(), RELAY_NS);
-    eventually(
+    until(
         &operator,
         "a ReconcileFailed event on MailRelay broken",
         60,

@@ -4,15 +4,19 @@
 //! a wrong smarthost password defers too.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use postern_config::{DeliveryMode, SmarthostConfig, SmarthostTls};
-use postern_tests::gateway::TestGateway;
+use postern_tests::gateway::{TestGateway, trust_loopback};
+use postern_tests::peers::scratch_dir;
 use postern_tests::postfix::{
-    Delivery, PostfixInstance, SmtpSink, SubmissionOptions, free_local_addr, scratch_dir,
-    write_self_signed_cert,
+    Delivery, PostfixInstance, SmtpSink, SubmissionOptions, write_self_signed_cert,
 };
+use postern_tests::process::free_local_addr;
+use postern_tests::reply::queue_id;
 use postern_tests::smtp::Smtp;
+use postern_tests::wait::eventually;
 
 fn smarthost(addr: SocketAddr, tls: SmarthostTls) -> SmarthostConfig {
     SmarthostConfig {
@@ -25,9 +29,19 @@ fn smarthost(addr: SocketAddr, tls: SmarthostTls) -> SmarthostConfig {
     }
 }
 
+/// `sh` with the login of a Postfix submission instance (a credentials file in `dir`)
+/// and its certificate as the CA to verify it with.
+fn with_login(dir: &Path, opts: &SubmissionOptions, mut sh: SmarthostConfig) -> SmarthostConfig {
+    let creds = dir.join("smarthost-credentials");
+    std::fs::write(&creds, format!("{}:{}\n", opts.login(), opts.password)).unwrap();
+    sh.credentials_file = Some(creds);
+    sh.ca_file = Some(opts.tls.certificate.clone());
+    sh
+}
+
 fn gateway(sh: SmarthostConfig) -> TestGateway {
     TestGateway::start(|c| {
-        c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        trust_loopback(c);
         c.delivery.mode = DeliveryMode::Smarthost;
         c.delivery.smarthost = Some(sh);
         c.delivery.retry.initial = Duration::from_secs(1);
@@ -39,36 +53,22 @@ fn gateway(sh: SmarthostConfig) -> TestGateway {
 /// Submits `n` messages over one connection to the relay port; returns queue IDs.
 fn submit(gw: &TestGateway, n: usize, to: &str) -> Vec<String> {
     let (mut s, _) = Smtp::connect(gw.relay).unwrap();
-    assert_eq!(s.cmd("EHLO client.test").unwrap().code, 250);
+    s.ehlo().unwrap();
     (0..n)
         .map(|i| {
-            assert_eq!(s.cmd("MAIL FROM:<app@example.com>").unwrap().code, 250);
-            assert_eq!(s.cmd(&format!("RCPT TO:<{to}>")).unwrap().code, 250);
-            assert_eq!(s.cmd("DATA").unwrap().code, 354);
-            let r = s
-                .cmd(&format!("Subject: message {i}\r\n\r\nbody {i}\r\n."))
-                .unwrap();
-            assert_eq!(r.code, 250, "{}", r.text);
-            r.last_line().rsplit(' ').next().unwrap().to_owned()
+            let message = format!("Subject: message {i}\r\n\r\nbody {i}");
+            queue_id(&s.send_message("app@example.com", &[to], &message).unwrap())
         })
         .collect()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn plain_smarthost_gets_every_message_and_queue_empties() {
-    let sink = SmtpSink::start(free_local_addr().unwrap(), &[]).unwrap();
+    let sink = SmtpSink::start_local(&[]).unwrap();
     let gw = gateway(smarthost(sink.addr(), SmarthostTls::None));
     submit(&gw, 5, "someone@example.net");
     sink.wait_for_messages(5, Duration::from_secs(20)).unwrap();
-    wait_until("an empty queue", Duration::from_secs(10), || {
+    eventually("an empty queue", Duration::from_secs(10), || {
         gw.queue().unwrap().is_empty()
     });
     let log = gw.log();
@@ -83,14 +83,10 @@ fn starttls_and_auth_to_postfix_submission() {
     let mut opts = SubmissionOptions::new(listen, cert.clone());
     opts.delivery = Delivery::Hold;
     let postfix = PostfixInstance::submission(&opts).unwrap();
-    let creds = dir.path().join("smarthost-credentials");
-    std::fs::write(&creds, format!("{}:{}\n", opts.login(), opts.password)).unwrap();
-    let mut sh = smarthost(listen, SmarthostTls::Starttls);
-    sh.credentials_file = Some(creds);
-    sh.ca_file = Some(cert.certificate.clone());
+    let sh = with_login(dir.path(), &opts, smarthost(listen, SmarthostTls::Starttls));
     let gw = gateway(sh);
     submit(&gw, 2, "someone@example.net");
-    wait_until("delivery to the smarthost", Duration::from_secs(30), || {
+    eventually("delivery to the smarthost", Duration::from_secs(30), || {
         gw.queue().unwrap().is_empty()
     });
     let log = postfix
@@ -107,10 +103,10 @@ fn starttls_and_auth_to_postfix_submission() {
 
 #[test]
 fn required_tls_without_starttls_defers_and_never_sends_in_clear() {
-    let sink = SmtpSink::start(free_local_addr().unwrap(), &[]).unwrap();
+    let sink = SmtpSink::start_local(&[]).unwrap();
     let gw = gateway(smarthost(sink.addr(), SmarthostTls::Starttls));
     let ids = submit(&gw, 1, "someone@example.net");
-    wait_until("a deferral", Duration::from_secs(15), || {
+    eventually("a deferral", Duration::from_secs(15), || {
         gw.queue()
             .unwrap()
             .iter()
@@ -140,7 +136,7 @@ fn wrong_smarthost_password_defers() {
     sh.ca_file = Some(cert.certificate.clone());
     let gw = gateway(sh);
     submit(&gw, 1, "someone@example.net");
-    wait_until("a deferral", Duration::from_secs(20), || {
+    eventually("a deferral", Duration::from_secs(20), || {
         gw.queue()
             .unwrap()
             .iter()
@@ -164,14 +160,14 @@ fn implicit_tls_smarthost_with_auth() {
     opts.implicit_tls_listen = Some(implicit);
     opts.delivery = Delivery::Hold;
     let postfix = PostfixInstance::submission(&opts).unwrap();
-    let creds = dir.path().join("smarthost-credentials");
-    std::fs::write(&creds, format!("{}:{}\n", opts.login(), opts.password)).unwrap();
-    let mut sh = smarthost(implicit, SmarthostTls::Implicit);
-    sh.credentials_file = Some(creds);
-    sh.ca_file = Some(cert.certificate.clone());
+    let sh = with_login(
+        dir.path(),
+        &opts,
+        smarthost(implicit, SmarthostTls::Implicit),
+    );
     let gw = gateway(sh);
     submit(&gw, 1, "someone@example.net");
-    wait_until(
+    eventually(
         "delivery over implicit TLS",
         Duration::from_secs(30),
         || gw.queue().unwrap().is_empty(),

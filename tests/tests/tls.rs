@@ -1,18 +1,19 @@
-//! STARTTLS with `openssl s_client -starttls smtp`: the certificate verifies for the
-//! gateway's name, TLS 1.2 and 1.3 work, AUTH and a whole submission go through the
-//! encrypted channel; and the plaintext-injection attack (commands pipelined behind
-//! STARTTLS, CVE-2011-0411 style) finds nothing to inject.
+//! TLS on the submission ports: STARTTLS with `openssl s_client -starttls smtp` (the
+//! certificate verifies for the gateway's name, TLS 1.2 and 1.3 work, AUTH and a whole
+//! submission go through the encrypted channel); STARTTLS resets the session; and the
+//! plaintext-injection attack (commands pipelined behind STARTTLS, CVE-2011-0411
+//! style) finds nothing to inject. Implicit TLS on 465 is exercised in `auth.rs`,
+//! certificate rotation in `reload.rs`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use base64::Engine;
-use postern_tests::gateway::{PASSWORD, TestGateway, USER, require};
-use postern_tests::smtp::Smtp;
+use postern_tests::gateway::{PASSWORD, TestGateway, USER, trust_loopback};
+use postern_tests::peers::{require, transcript};
+use postern_tests::smtp::{Smtp, plain};
 
 fn s_client(gw: &TestGateway, extra: &[&str], input: &str) -> String {
-    let mut child = Command::new(require("openssl"))
-        .args(["s_client", "-starttls", "smtp", "-connect"])
+    let mut cmd = Command::new(require("openssl").unwrap());
+    cmd.args(["s_client", "-starttls", "smtp", "-connect"])
         .arg(gw.submission.to_string())
         .args(["-CAfile"])
         .arg(&gw.config.tls.certificate)
@@ -23,30 +24,14 @@ fn s_client(gw: &TestGateway, extra: &[&str], input: &str) -> String {
             "-crlf",
             "-ign_eof",
         ])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("openssl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+        .args(extra);
+    transcript(&mut cmd, input.as_bytes()).1
 }
 
 #[test]
 fn openssl_starttls_submission() {
     let gw = TestGateway::start(|_| {}).unwrap();
-    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{USER}\0{PASSWORD}"));
+    let plain = plain(USER, PASSWORD);
     // s_client does not pipeline; each line goes as typed, with pauses for replies
     // simulated by the server reading line by line.
     let input = format!(
@@ -83,9 +68,7 @@ fn openssl_starttls_submission() {
 
 #[test]
 fn plaintext_pipelined_after_starttls_is_discarded() {
-    let gw =
-        TestGateway::start(|c| c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()])
-            .unwrap();
+    let gw = TestGateway::start(trust_loopback).unwrap();
     for addr in [gw.submission, gw.relay] {
         let (mut s, _) = Smtp::connect(addr).unwrap();
         assert_eq!(s.cmd("EHLO c").unwrap().code, 250);
@@ -107,9 +90,7 @@ fn plaintext_pipelined_after_starttls_is_discarded() {
 
 #[test]
 fn starttls_resets_the_session() {
-    let gw =
-        TestGateway::start(|c| c.relay.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()])
-            .unwrap();
+    let gw = TestGateway::start(trust_loopback).unwrap();
     let (mut s, _) = Smtp::connect(gw.relay).unwrap();
     assert_eq!(s.cmd("EHLO c").unwrap().code, 250);
     assert_eq!(s.cmd("MAIL FROM:<a@example.com>").unwrap().code, 250);
