@@ -40,14 +40,14 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use postern_api::MailRelay;
 use postern_config::{DeliveryMode, LogFormat, SmarthostConfig, SmarthostTls};
 use postern_tests::gateway::{
-    BCRYPT_PASSWORD, BCRYPT_USER, PASSWORD, TestGateway, USER, built_bin, free_port, gateway_bin,
-    require,
+    BCRYPT_PASSWORD, BCRYPT_USER, PASSWORD, TestGateway, USER, built_bin, gateway_bin,
 };
 use postern_tests::kube::TestCluster;
+use postern_tests::peers::{require, scratch_dir};
 use postern_tests::postfix::{
-    Delivery, PostfixInstance, SubmissionOptions, free_local_addr, scratch_dir,
-    write_self_signed_cert,
+    Delivery, PostfixInstance, SubmissionOptions, write_self_signed_cert,
 };
+use postern_tests::process::free_local_addr;
 use postern_tests::secrets::{Hit, SecretScanner, report, spool_texts};
 use postern_tests::smtp::Smtp;
 use serde_json::json;
@@ -67,7 +67,7 @@ const SMARTHOST_PASSWORD: &str = "sm4rthost-Pa55-q7Zx";
 const WRONG_SMARTHOST_PASSWORD: &str = "wrong-sm4rthost-Pa55-K2";
 
 fn swaks(args: &[&str]) -> (bool, String) {
-    let out = Command::new(require("swaks"))
+    let out = Command::new(require("swaks").unwrap())
         .args(args)
         .output()
         .expect("running swaks");
@@ -383,7 +383,7 @@ fn gateway_never_records_a_password() {
         "queue list (deferred)",
         serde_json::to_string(&gw.queue().unwrap()).unwrap(),
     );
-    found.scan(&scanner, "GET /metrics (deferred)", gw.metrics().unwrap());
+    found.scan(&scanner, "GET /metrics (deferred)", gw.scrape().unwrap());
 
     // Phase 2: the right smarthost password, JSON logs (which escape what they
     // quote), and the same logins again; then everything is delivered.
@@ -401,7 +401,7 @@ fn gateway_never_records_a_password() {
         .unwrap();
     assert_eq!(postfix.queued_ids().unwrap().len(), queued);
 
-    let metrics = gw.metrics().unwrap();
+    let metrics = gw.scrape().unwrap();
     assert!(
         metrics.contains("postern_auth_attempts_total"),
         "the scrape counts logins: {metrics}"
@@ -565,7 +565,7 @@ async fn operator_never_records_a_password() {
     let logdir = scratch_dir("operator-log-").unwrap();
     let log_path = logdir.path().join("operator.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let metrics: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let metrics: SocketAddr = free_local_addr().unwrap();
     let _operator = Operator(
         Command::new(built_bin("postern-operator"))
             .env("KUBECONFIG", cluster.kubeconfig_path())

@@ -97,6 +97,15 @@ fn validation_reports_every_problem_with_its_path() {
 }
 
 #[test]
+fn several_listeners_may_ask_for_port_zero() {
+    let mut c = GatewayConfig::default();
+    for l in &mut c.listeners {
+        l.address = ([127, 0, 0, 1], 0).into();
+    }
+    assert!(c.validate().is_ok(), "{:?}", c.validate());
+}
+
+#[test]
 fn each_check_names_its_setting() {
     type Spoil = fn(&mut GatewayConfig);
     let cases: [(&str, Spoil); 8] = [

@@ -50,7 +50,11 @@ impl GatewayConfig {
         if self.listeners.is_empty() {
             p.add("listeners", "at least one listener is needed");
         }
+        // Port 0 lets the kernel choose, so several listeners may ask for it.
         for (i, a) in self.listeners.iter().enumerate() {
+            if a.address.port() == 0 {
+                continue;
+            }
             if let Some(j) = self.listeners[..i]
                 .iter()
                 .position(|b| b.address == a.address)
