@@ -633,3 +633,30 @@ fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Creates a MailRelay `name` in `namespace` with `spec`, retrying while the API
+/// server's discovery of a new CRD lags a moment behind Established.
+pub async fn create_relay(
+    namespace: &str,
+    client: &kube::Client,
+    name: &str,
+    spec: serde_json::Value,
+) {
+    let api: kube::Api<postern_api::MailRelay> = kube::Api::namespaced(client.clone(), namespace);
+    let relay: postern_api::MailRelay = serde_json::from_value(serde_json::json!({
+        "apiVersion": "postern.dev/v1alpha1", "kind": "MailRelay",
+        "metadata": {"name": name, "namespace": namespace}, "spec": spec
+    }))
+    .expect("a MailRelay from JSON");
+    for _ in 0..50 {
+        if api
+            .create(&kube::api::PostParams::default(), &relay)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("could not create MailRelay {name}");
+}

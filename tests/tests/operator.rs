@@ -11,36 +11,17 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Client, Resource};
 use postern_api::MailRelay;
 use postern_config::GatewayConfig;
-use postern_tests::kube::{TestCluster, third_party_crds};
+use postern_tests::kube::{TestCluster, create_relay, third_party_crds};
 use postern_tests::process::{ChildGuard, SpawnGuarded};
 use postern_tests::repo_file;
 use postern_tests::wait::eventually_async;
 use serde_json::json;
 
 const NS: &str = "mail";
-
-async fn create_relay(client: &Client, name: &str, spec: serde_json::Value) {
-    let api: Api<MailRelay> = Api::namespaced(client.clone(), NS);
-    let relay: MailRelay = serde_json::from_value(json!({
-        "apiVersion": "postern.dev/v1alpha1", "kind": "MailRelay",
-        "metadata": {"name": name, "namespace": NS}, "spec": spec
-    }))
-    .unwrap();
-    // Discovery of a new CRD can lag a moment behind Established.
-    for _ in 0..50 {
-        if api.create(&PostParams::default(), &relay).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("could not create MailRelay {name}");
-}
 
 fn owned_by(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -162,7 +143,7 @@ fn persistent_spec() -> serde_json::Value {
 
 /// Creates relay `name` with [`persistent_spec`] and waits for its StatefulSet.
 async fn persistent_relay(client: &Client, name: &str) -> StatefulSet {
-    create_relay(client, name, persistent_spec()).await;
+    create_relay(NS, client, name, persistent_spec()).await;
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
     eventually_async(
         &format!("StatefulSet {name}"),
@@ -412,6 +393,7 @@ async fn spec_change_rolls_the_configuration_and_keeps_the_hashes() {
 async fn relay_without_persistence_is_a_deployment() {
     let a = apis().await;
     create_relay(
+        NS,
         &a.client,
         "relay2",
         json!({"queue": {"persistence": false}, "replicas": 1}),
@@ -438,7 +420,7 @@ async fn cert_manager_and_prometheus_operator_crds_switch_on_certificate_and_ser
     persistent_relay(&a.client, "plain").await;
     let spec3 =
         json!({"tls": {"issuerRef": {"name": "letsencrypt"}}, "metrics": {"serviceMonitor": true}});
-    create_relay(&a.client, "relay3", spec3).await;
+    create_relay(NS, &a.client, "relay3", spec3).await;
     let r3 = eventually_async("relay3 degraded", Duration::from_secs(60), || async {
         let r = a.relays.get("relay3").await.ok()?;
         (condition(&r, "Degraded")?.status == "True").then_some(r)
@@ -595,7 +577,7 @@ async fn leader_election_hands_over() {
     assert_eq!(first, "operator-a");
     let _b = start("operator-b");
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
-    create_relay(&client, "one", json!({})).await;
+    create_relay(NS, &client, "one", json!({})).await;
     eventually_async(
         "the leader to reconcile",
         Duration::from_secs(60),
@@ -615,7 +597,7 @@ async fn leader_election_hands_over() {
     )
     .await;
     assert_eq!(second, "operator-b");
-    create_relay(&client, "two", json!({})).await;
+    create_relay(NS, &client, "two", json!({})).await;
     eventually_async(
         "the new leader to reconcile",
         Duration::from_secs(60),

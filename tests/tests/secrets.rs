@@ -42,7 +42,7 @@ use postern_config::{DeliveryMode, LogFormat, SmarthostConfig, SmarthostTls};
 use postern_tests::gateway::{
     BCRYPT_PASSWORD, BCRYPT_USER, PASSWORD, TestGateway, USER, built_bin, gateway_bin,
 };
-use postern_tests::kube::TestCluster;
+use postern_tests::kube::{TestCluster, create_relay};
 use postern_tests::peers::{require, scratch_dir};
 use postern_tests::postfix::{
     Delivery, PostfixInstance, SubmissionOptions, write_self_signed_cert,
@@ -468,23 +468,6 @@ where
     }
 }
 
-async fn create_relay(client: &Client, name: &str, spec: serde_json::Value) {
-    let api: Api<MailRelay> = Api::namespaced(client.clone(), NS);
-    let relay: MailRelay = serde_json::from_value(json!({
-        "apiVersion": "postern.dev/v1alpha1", "kind": "MailRelay",
-        "metadata": {"name": name, "namespace": NS}, "spec": spec
-    }))
-    .unwrap();
-    // Discovery of a new CRD can lag a moment behind Established.
-    for _ in 0..50 {
-        if api.create(&PostParams::default(), &relay).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("could not create MailRelay {name}");
-}
-
 async fn create_secret(client: &Client, name: &str, data: serde_json::Value) {
     let api: Api<Secret> = Api::namespaced(client.clone(), NS);
     api.create(
@@ -581,6 +564,7 @@ async fn operator_never_records_a_password() {
     );
 
     create_relay(
+        NS,
         &client,
         "relay1",
         json!({
@@ -597,6 +581,7 @@ async fn operator_never_records_a_password() {
     // A user whose password Secret lacks the key (Degraded), and the broken CA Secret
     // (the reconcile fails).
     create_relay(
+        NS,
         &client,
         "relay2",
         json!({"users": [{"name": "app", "allowedSenders": ["*"],
@@ -605,6 +590,7 @@ async fn operator_never_records_a_password() {
     .await;
     // Smarthost credentials under the wrong key: Degraded.
     create_relay(
+        NS,
         &client,
         "relay3",
         json!({"relay": {"mode": "smarthost", "smarthost": {
