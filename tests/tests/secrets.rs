@@ -30,7 +30,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -47,9 +47,10 @@ use postern_tests::peers::{require, scratch_dir};
 use postern_tests::postfix::{
     Delivery, PostfixInstance, SubmissionOptions, write_self_signed_cert,
 };
-use postern_tests::process::free_local_addr;
+use postern_tests::process::{SpawnGuarded, free_local_addr};
 use postern_tests::secrets::{Hit, SecretScanner, report, spool_texts};
 use postern_tests::smtp::Smtp;
+use postern_tests::wait::{eventually, eventually_async};
 use serde_json::json;
 
 /// Wrong passwords are secrets too: often a typo of the right one, or another
@@ -143,14 +144,6 @@ impl Findings {
             self.hits.len(),
             report(&self.hits)
         );
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -356,7 +349,7 @@ fn gateway_never_records_a_password() {
     // Phase 1: text logs; the smarthost refuses the wrong password, so mail defers
     // and the spool keeps its delivery state.
     let mut queued = logins(&gw, &scanner);
-    wait_until(
+    eventually(
         "a deferral for the wrong smarthost password",
         Duration::from_secs(60),
         || {
@@ -390,7 +383,7 @@ fn gateway_never_records_a_password() {
     std::fs::write(&sh_creds, format!("{sh_login}:{SMARTHOST_PASSWORD}\n")).unwrap();
     gw.reconfigure(|c| c.log.format = LogFormat::Json).unwrap();
     queued += logins(&gw, &scanner);
-    wait_until("delivery to the smarthost", Duration::from_secs(60), || {
+    eventually("delivery to the smarthost", Duration::from_secs(60), || {
         gw.queue().unwrap().is_empty()
     });
     postfix
@@ -442,31 +435,6 @@ fn gateway_never_records_a_password() {
 }
 
 const NS: &str = "secrets";
-
-struct Operator(std::process::Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls until `f` gives Some, or fails after `secs`.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 async fn create_secret(client: &Client, name: &str, data: serde_json::Value) {
     let api: Api<Secret> = Api::namespaced(client.clone(), NS);
@@ -549,19 +517,17 @@ async fn operator_never_records_a_password() {
     let log_path = logdir.path().join("operator.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let metrics: SocketAddr = free_local_addr().unwrap();
-    let _operator = Operator(
-        Command::new(built_bin("postern-operator"))
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            // kube-rs and hyper at debug, the operator's own code at trace.
-            .env("RUST_LOG", "debug,postern_operator=trace")
-            .args(["--gateway-image", "postern:test", "--metrics-address"])
-            .arg(metrics.to_string())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting postern-operator"),
-    );
+    let _operator = Command::new(built_bin("postern-operator"))
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        // kube-rs and hyper at debug, the operator's own code at trace.
+        .env("RUST_LOG", "debug,postern_operator=trace")
+        .args(["--gateway-image", "postern:test", "--metrics-address"])
+        .arg(metrics.to_string())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn_guarded()
+        .expect("starting postern-operator");
 
     create_relay(
         NS,
@@ -600,12 +566,12 @@ async fn operator_never_records_a_password() {
 
     let relays: Api<MailRelay> = Api::namespaced(client.clone(), NS);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    eventually("relay1 status", 90, || async {
+    eventually_async("relay1 status", Duration::from_secs(90), || async {
         let r = relays.get("relay1").await.ok()?;
         (r.status.as_ref()?.observed_generation == r.metadata.generation).then_some(())
     })
     .await;
-    eventually("relay3 degraded", 90, || async {
+    eventually_async("relay3 degraded", Duration::from_secs(90), || async {
         let r = relays.get("relay3").await.ok()?;
         r.status
             .as_ref()?
@@ -615,10 +581,14 @@ async fn operator_never_records_a_password() {
             .then_some(())
     })
     .await;
-    eventually("a ReconcileFailed event for relay2", 90, || async {
-        let events = kubectl_json(&cluster, &["get", "events.events.k8s.io"]);
-        (events.contains("ReconcileFailed") && events.contains("relay2")).then_some(())
-    })
+    eventually_async(
+        "a ReconcileFailed event for relay2",
+        Duration::from_secs(90),
+        || async {
+            let events = kubectl_json(&cluster, &["get", "events.events.k8s.io"]);
+            (events.contains("ReconcileFailed") && events.contains("relay2")).then_some(())
+        },
+    )
     .await;
 
     // Rotate the smarthost password; a nudge makes the operator reconcile now.
@@ -638,16 +608,20 @@ async fn operator_never_records_a_password() {
         )
         .await
         .unwrap();
-    eventually("the rotated smarthost password", 90, || async {
-        let s = secrets.get("relay1-smarthost").await.ok()?;
-        s.data
-            .as_ref()?
-            .values()
-            .any(|v| String::from_utf8_lossy(&v.0).contains(ROTATED))
-            .then_some(())
-    })
+    eventually_async(
+        "the rotated smarthost password",
+        Duration::from_secs(90),
+        || async {
+            let s = secrets.get("relay1-smarthost").await.ok()?;
+            s.data
+                .as_ref()?
+                .values()
+                .any(|v| String::from_utf8_lossy(&v.0).contains(ROTATED))
+                .then_some(())
+        },
+    )
     .await;
-    eventually("relay1 events", 60, || async {
+    eventually_async("relay1 events", Duration::from_secs(60), || async {
         let events = kubectl_json(&cluster, &["get", "events.events.k8s.io"]);
         (events.contains("relay1") && events.contains("Created")).then_some(())
     })
