@@ -33,6 +33,19 @@ pub struct AuthConfig {
     pub block_duration: Duration,
     /// Name the authenticated user in the Received header (off: the user stays private).
     pub received_header_shows_user: bool,
+    /// How long a verified login is remembered (a keyed digest of the password, never
+    /// the password), so that a repeat login costs no password hash; 0 turns the
+    /// cache off. A credentials reload or a changed hash forgets it at once.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Most logins remembered at once.
+    pub cache_size: usize,
+    /// Password hash verifications running at once (each argon2id one holds its memory
+    /// cost, 19 MiB by default); 0 means one per CPU.
+    pub max_concurrent_verifications: usize,
+    /// Logins that may wait for a verification slot; past that AUTH answers
+    /// `454 4.7.0` (try again later) instead of queueing without bound.
+    pub max_waiting_verifications: usize,
 }
 
 impl Default for AuthConfig {
@@ -46,6 +59,10 @@ impl Default for AuthConfig {
             failure_window: Duration::from_secs(600),
             block_duration: Duration::from_secs(900),
             received_header_shows_user: false,
+            cache_ttl: Duration::from_secs(3600),
+            cache_size: 10_000,
+            max_concurrent_verifications: 0,
+            max_waiting_verifications: 200,
         }
     }
 }

@@ -112,6 +112,11 @@ impl Credentials {
         Self::parse(&text, path)
     }
 
+    /// The user called `name`.
+    pub fn user(&self, name: &str) -> Option<Arc<User>> {
+        self.users.get(name).cloned()
+    }
+
     /// Number of users.
     pub fn len(&self) -> usize {
         self.users.len()
@@ -182,6 +187,19 @@ impl CredentialStore {
             None => {
                 let _ = verify_hash(&self.dummy_hash, password);
                 None
+            }
+        }
+    }
+
+    /// Checks `password` against `user`'s hash, or against a dummy hash of the same
+    /// cost when there is no such user (so timing does not tell); slow on purpose
+    /// (call from a blocking thread).
+    pub fn verify_against(&self, user: Option<&User>, password: &str) -> bool {
+        match user {
+            Some(user) => verify_hash(&user.hash, password),
+            None => {
+                let _ = verify_hash(&self.dummy_hash, password);
+                false
             }
         }
     }

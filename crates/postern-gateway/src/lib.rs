@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod http;
 pub mod listener;
+pub mod login;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;
@@ -66,8 +67,8 @@ pub struct Gateway {
     pub(crate) config: GatewayConfig,
     /// Server TLS; None only when no listener needs it (then STARTTLS is not offered).
     pub(crate) tls: Option<Arc<ServerTls>>,
-    /// SMTP AUTH users; None when no credentials file is configured.
-    pub(crate) credentials: Option<Arc<CredentialStore>>,
+    /// Checks SMTP AUTH logins; None when no credentials file is configured.
+    pub(crate) logins: Option<crate::login::Logins>,
     pub(crate) failures: FailureTracker,
     /// New connections per client IP per minute.
     pub(crate) connection_rate: crate::policy::rate::RateLimit,
@@ -118,10 +119,10 @@ impl Gateway {
                 config.limits.messages_per_minute_per_ip,
             ),
             sessions: Arc::new(Semaphore::new(config.limits.max_sessions)),
+            logins: credentials.map(|store| crate::login::Logins::new(store, &config.auth)),
             per_ip: Mutex::new(HashMap::new()),
             config,
             tls,
-            credentials,
             spool,
             shutdown,
         }

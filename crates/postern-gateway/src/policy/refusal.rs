@@ -28,6 +28,8 @@ pub enum Refusal {
     AuthAborted,
     SaslUndecodable,
     AuthFailed,
+    /// Too many logins wait for a password verification.
+    AuthBusy,
     SenderNotOwned {
         sender: String,
         user: String,
@@ -132,6 +134,7 @@ impl Refusal {
             AuthAborted => r(501, (5, 7, 0), "Authentication aborted".into()),
             SaslUndecodable => r(501, (5, 5, 2), "Error: cannot decode SASL response".into()),
             AuthFailed => r(535, (5, 7, 8), "Error: authentication failed".into()),
+            AuthBusy => r(454, (4, 7, 0), "Temporary authentication failure".into()),
             SenderNotOwned { sender, user } => r(
                 553,
                 (5, 7, 1),

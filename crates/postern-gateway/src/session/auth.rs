@@ -9,6 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Exit, Flow, Session};
 use crate::auth::Verdict;
+use crate::login::Checked;
+use crate::login::limiter::Busy;
 use crate::policy::Refusal;
 use crate::policy::refusal::Closing;
 
@@ -33,9 +35,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.tls.is_none() {
             return self.refuse(Refusal::TlsRequired);
         }
-        let Some(store) = self.gw.credentials.clone() else {
+        if self.gw.logins.is_none() {
             return self.refuse(Refusal::AuthNotEnabled);
-        };
+        }
         if self.user.is_some() {
             return self.refuse(Refusal::AlreadyAuthenticated);
         }
@@ -74,17 +76,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .inc();
             return self.blocked();
         }
-        let user = match name {
-            Some(name) => {
-                let verify = tokio::task::spawn_blocking(move || store.verify(&name, &password));
-                verify.await.ok().flatten()
-            }
-            None => None,
-        };
         let mech_label = match mechanism.as_str() {
             "PLAIN" => "PLAIN",
             "LOGIN" => "LOGIN",
             _ => "other",
+        };
+        let checked = match (&self.gw.logins, name) {
+            (Some(logins), Some(name)) => logins.check(&name, &password).await,
+            _ => Ok(Checked::Refused),
+        };
+        let user = match checked {
+            Ok(Checked::User(user)) => Some(user),
+            Ok(Checked::Refused) => None,
+            Err(Busy) => {
+                tracing::warn!(client = %self.peer, "AUTH deferred: too many logins waiting for verification");
+                self.gw
+                    .metrics
+                    .auth_attempts
+                    .with_label_values(&[mech_label, "busy"])
+                    .inc();
+                return self.refuse(Refusal::AuthBusy);
+            }
         };
         if let Some(user) = user {
             self.gw

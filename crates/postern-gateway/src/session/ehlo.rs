@@ -36,6 +36,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// AUTH is offered only over TLS, and only when there are credentials.
     pub(super) fn auth_offered(&self) -> bool {
-        self.tls.is_some() && self.gw.credentials.is_some() && self.user.is_none()
+        self.tls.is_some() && self.gw.logins.is_some() && self.user.is_none()
     }
 }

@@ -1,0 +1,116 @@
+//! Bounded password verification: at most `slots` hash verifications at once on the
+//! blocking pool, at most `waiting` logins queued for a slot (beyond that: [`Busy`]),
+//! and one verification for any number of concurrent logins with the same name and
+//! password (single flight), which all get its answer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Semaphore, watch};
+
+use super::cache::LoginDigest;
+
+/// Too many logins wait for verification: try again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many logins are being verified")]
+pub struct Busy;
+
+/// The verification bound.
+pub struct Limiter {
+    slots: Arc<Semaphore>,
+    max_waiting: usize,
+    waiting: AtomicUsize,
+    /// Verifications in flight by login digest; later arrivals watch for the answer.
+    in_flight: Mutex<HashMap<LoginDigest, watch::Receiver<Option<bool>>>>,
+}
+
+/// Counts a waiting login while alive.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Limiter {
+    pub fn new(slots: usize, max_waiting: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            max_waiting,
+            waiting: AtomicUsize::new(0),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `verify` (blocking, slow) within the bounds; logins with the same digest
+    /// that arrive while it runs share its answer.
+    pub async fn run<F>(&self, digest: LoginDigest, verify: F) -> Result<bool, Busy>
+    where
+        F: FnOnce() -> bool + Send + 'static,
+    {
+        let joined = self
+            .in_flight
+            .lock()
+            .map_err(|_| Busy)?
+            .get(&digest)
+            .cloned();
+        if let Some(mut rx) = joined
+            && let Ok(answer) = rx.wait_for(Option::is_some).await
+        {
+            return Ok(answer.unwrap_or(false));
+        }
+        // No verification of this login in flight (or its session went away): this
+        // one verifies, if there is room to wait for a slot.
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
+        let wait = Waiting(&self.waiting);
+        let (tx, rx) = watch::channel(None);
+        let _flight = Flight::enter(&self.in_flight, digest, rx);
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| Busy)?;
+        drop(wait);
+        let answer = tokio::task::spawn_blocking(move || {
+            let ok = verify();
+            drop(permit);
+            ok
+        })
+        .await
+        .unwrap_or(false);
+        let _ = tx.send(Some(answer));
+        Ok(answer)
+    }
+}
+
+/// A verification in flight, listed while alive (also when its session is dropped
+/// while waiting, so a later login never waits on a verification nobody runs).
+struct Flight<'a> {
+    map: &'a Mutex<HashMap<LoginDigest, watch::Receiver<Option<bool>>>>,
+    digest: LoginDigest,
+}
+
+impl<'a> Flight<'a> {
+    fn enter(
+        map: &'a Mutex<HashMap<LoginDigest, watch::Receiver<Option<bool>>>>,
+        digest: LoginDigest,
+        rx: watch::Receiver<Option<bool>>,
+    ) -> Self {
+        if let Ok(mut m) = map.lock() {
+            m.insert(digest, rx);
+        }
+        Self { map, digest }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(&self.digest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+
+fn slow(count: Arc<AtomicUsize>, answer: bool) -> impl FnOnce() -> bool + Send + 'static {
+    move || {
+        count.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(200));
+        answer
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_with_the_same_digest_share_one_verification() {
+    let limiter = Arc::new(Limiter::new(1, 10));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let (l, r) = (limiter.clone(), runs.clone());
+            tokio::spawn(async move { l.run([7; 32], slow(r, true)).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Ok(true));
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "one verification for all five"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_waiting_bound_logins_are_told_to_come_back() {
+    // One slot, room for two to wait: of five different logins at once, three get a
+    // verification (one running, two waiting) and two are busy.
+    let limiter = Arc::new(Limiter::new(1, 2));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..5u8)
+        .map(|i| {
+            let (l, r) = (limiter.clone(), runs.clone());
+            tokio::spawn(async move { l.run([i; 32], slow(r, false)).await })
+        })
+        .collect();
+    let mut busy = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(answer) => assert!(!answer),
+            Err(Busy) => busy += 1,
+        }
+    }
+    assert!(busy >= 2, "{busy} busy");
+    assert_eq!(runs.load(Ordering::SeqCst), 5 - busy);
+    // The bound frees up again.
+    let r = runs.clone();
+    assert_eq!(limiter.run([9; 32], slow(r, true)).await, Ok(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_more_verifications_at_once_than_slots() {
+    let limiter = Arc::new(Limiter::new(2, 100));
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..8u8)
+        .map(|i| {
+            let (l, now, most) = (limiter.clone(), now.clone(), most.clone());
+            tokio::spawn(async move {
+                l.run([i; 32], move || {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    true
+                })
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Ok(true));
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_login_leaves_no_verification_to_wait_on() {
+    let limiter = Arc::new(Limiter::new(1, 10));
+    let runs = Arc::new(AtomicUsize::new(0));
+    // Hold the only slot, queue a login, then drop it while it waits.
+    let l = limiter.clone();
+    let r = runs.clone();
+    let holder = tokio::spawn(async move { l.run([1; 32], slow(r, true)).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let l = limiter.clone();
+    let r = runs.clone();
+    let waiting = tokio::spawn(async move { l.run([2; 32], slow(r, true)).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    waiting.abort();
+    assert_eq!(holder.await.unwrap(), Ok(true));
+    // The same login again is verified, not stuck behind the dropped one.
+    let r = runs.clone();
+    let again = tokio::time::timeout(Duration::from_secs(5), limiter.run([2; 32], slow(r, true)));
+    assert_eq!(again.await.expect("not stuck"), Ok(true));
+}
