@@ -232,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             user: None,
             txn: None,
             errors: 0,
-            lines: LineReader::new(MAX_COMMAND_LINE, allow_bare_lf),
+            lines: LineReader::new(MAX_AUTH_COMMAND_LINE, allow_bare_lf),
             shutdown,
             accepted: 0,
         }
@@ -274,6 +274,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn command_loop(&mut self) -> Exit {
         loop {
             let (cmd, used) = match self.lines.next_line(self.wire.buffered()) {
+                // Only AUTH may exceed 512 octets: its initial response may be as long
+                // as a SASL line (RFC 4954 §4), for long passwords and tokens.
+                LineStatus::Line(line, used) if used > MAX_COMMAND_LINE && !is_auth(line) => {
+                    self.wire.consume(used);
+                    if let Flow::End(e) = self.refuse(line_error_reply(LineError::TooLong)) {
+                        return e;
+                    }
+                    continue;
+                }
                 LineStatus::Line(line, used) => (Command::parse(line), used),
                 LineStatus::Refused(err, used) => {
                     self.wire.consume(used);
@@ -411,7 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
         };
-        self.lines.set_max(MAX_COMMAND_LINE);
+        self.lines.set_max(MAX_AUTH_COMMAND_LINE);
         result
     }
 
@@ -427,6 +436,15 @@ async fn abort_content(content: Option<Content>) {
     if let Some(c) = content {
         c.writer.abort().await;
     }
+}
+
+/// Longest AUTH command line: `AUTH`, a mechanism name (at most 20 characters,
+/// RFC 4422 §3.1) and an initial response as long as a SASL line (12288 octets,
+/// RFC 4954 §4), with CRLF.
+const MAX_AUTH_COMMAND_LINE: usize = 12_288 + 32;
+
+fn is_auth(line: &[u8]) -> bool {
+    line.len() > 5 && line[..5].eq_ignore_ascii_case(b"AUTH ")
 }
 
 fn line_error_reply(err: LineError) -> Reply {

@@ -467,3 +467,31 @@ async fn message_rate_per_client() {
     .await;
     assert_eq!(finals(&r)[2], "250 2.1.0 Ok");
 }
+
+/// RFC 4954 §4: an AUTH initial response may be as long as a SASL line (12288
+/// octets), so long passwords and tokens fit; other commands keep the 512-octet limit.
+#[tokio::test]
+async fn long_auth_lines_fit_other_long_lines_do_not() {
+    use base64::Engine;
+    let f = fixture(|_| {});
+    let long = "x".repeat(8_900);
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{long}"));
+    assert!(token.len() > 11_800, "{}", token.len());
+    let input = format!(
+        "EHLO c\r\nAUTH PLAIN {token}\r\nNOOP {}\r\nQUIT\r\n",
+        "y".repeat(600)
+    );
+    let lines = converse(
+        &f,
+        ListenerKind::Submission,
+        tls(),
+        "192.0.2.7",
+        input.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        codes(&lines),
+        ["220", "250", "535", "500", "221"],
+        "{lines:?}"
+    );
+}
