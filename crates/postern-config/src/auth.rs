@@ -40,6 +40,11 @@ pub struct AuthConfig {
     pub cache_ttl: Duration,
     /// Most logins remembered at once.
     pub cache_size: usize,
+    /// A failed AUTH is answered no sooner than this after the attempt began (like
+    /// Postfix's `smtpd_error_sleep_time`), so unknown users and users with argon2id or
+    /// bcrypt hashes cannot be told apart by timing.
+    #[serde(with = "humantime_serde")]
+    pub failure_reply_time: Duration,
     /// Password hash verifications running at once (each argon2id one holds its memory
     /// cost, 19 MiB by default); 0 means one per CPU.
     pub max_concurrent_verifications: usize,
@@ -61,6 +66,7 @@ impl Default for AuthConfig {
             received_header_shows_user: false,
             cache_ttl: Duration::from_secs(3600),
             cache_size: 10_000,
+            failure_reply_time: Duration::from_secs(1),
             max_concurrent_verifications: 0,
             max_waiting_verifications: 200,
         }

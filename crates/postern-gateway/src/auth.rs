@@ -276,6 +276,16 @@ impl FailureTracker {
             .is_some_and(|until| until > now)
     }
 
+    /// Takes back one recorded attempt (it turned out to be a success, or was never
+    /// checked).
+    pub fn forgive(&self, ip: IpAddr) {
+        if let Ok(mut map) = self.by_ip.lock()
+            && let Some(f) = map.get_mut(&ip)
+        {
+            f.count = f.count.saturating_sub(1);
+        }
+    }
+
     /// Records one failure and says what to do.
     pub fn record_failure(&self, ip: IpAddr) -> Verdict {
         let now = Instant::now();

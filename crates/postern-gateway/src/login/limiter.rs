@@ -1,9 +1,11 @@
 //! Bounded password verification: at most `slots` hash verifications at once on the
-//! blocking pool, at most `waiting` logins queued for a slot (beyond that: [`Busy`]),
-//! and one verification for any number of concurrent logins with the same name and
-//! password (single flight), which all get its answer.
+//! blocking pool, at most one at a time per client (an IPv4 address or an IPv6 /64),
+//! at most `waiting` logins queued (beyond that: [`Busy`]), and one verification for
+//! any number of concurrent logins with the same name and password (single flight),
+//! which all get its answer.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +25,24 @@ pub struct Limiter {
     waiting: AtomicUsize,
     /// Verifications in flight by login digest; later arrivals watch for the answer.
     in_flight: Mutex<HashMap<LoginDigest, watch::Receiver<Option<bool>>>>,
+    /// One verification at a time per client; entries live while someone holds them.
+    clients: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+}
+
+/// The client a verification is counted against: the address, or for IPv6 its /64
+/// (one host usually has a whole /64).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::V6(o.into())
+            }
+        },
+        v4 => v4,
+    }
 }
 
 /// Counts a waiting login while alive.
@@ -41,12 +61,26 @@ impl Limiter {
             max_waiting,
             waiting: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The client's own one-at-a-time gate.
+    fn client_gate(&self, client: IpAddr) -> Result<Arc<Semaphore>, Busy> {
+        let mut clients = self.clients.lock().map_err(|_| Busy)?;
+        // Forget gates nobody holds (the map's own reference is the only one).
+        if clients.len() > 1024 {
+            clients.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+        Ok(clients
+            .entry(client_key(client))
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone())
     }
 
     /// Runs `verify` (blocking, slow) within the bounds; logins with the same digest
     /// that arrive while it runs share its answer.
-    pub async fn run<F>(&self, digest: LoginDigest, verify: F) -> Result<bool, Busy>
+    pub async fn run<F>(&self, client: IpAddr, digest: LoginDigest, verify: F) -> Result<bool, Busy>
     where
         F: FnOnce() -> bool + Send + 'static,
     {
@@ -70,11 +104,13 @@ impl Limiter {
         let wait = Waiting(&self.waiting);
         let (tx, rx) = watch::channel(None);
         let _flight = Flight::enter(&self.in_flight, digest, rx);
+        let gate = self.client_gate(client)?;
+        let mine = gate.acquire_owned().await.map_err(|_| Busy)?;
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| Busy)?;
         drop(wait);
         let answer = tokio::task::spawn_blocking(move || {
             let ok = verify();
-            drop(permit);
+            drop((permit, mine));
             ok
         })
         .await

@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod limiter;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use postern_config::AuthConfig;
@@ -50,22 +51,30 @@ impl Logins {
         }
     }
 
-    /// Checks `name` and `password`: from the cache when it can, otherwise by a
-    /// bounded verification.
-    pub async fn check(&self, name: &str, password: &str) -> Result<Checked, Busy> {
-        let current = self.store.current();
-        let known = current.user(name);
+    /// The user, when `name` and `password` were verified recently: no hashing.
+    pub fn cached(&self, name: &str, password: &str) -> Option<Arc<User>> {
+        let user = self.store.current().user(name)?;
         let digest = self.cache.digest(name, password);
-        if let Some(user) = &known
-            && self.cache.hit(name, &digest, user)
-        {
-            return Ok(Checked::User(user.clone()));
-        }
+        self.cache.hit(name, &digest, &user).then_some(user)
+    }
+
+    /// Verifies `name` and `password` by their hash, within the bounds (see
+    /// [`limiter`]); remembers a success.
+    pub async fn verify(
+        &self,
+        client: IpAddr,
+        name: &str,
+        password: &str,
+    ) -> Result<Checked, Busy> {
+        let known = self.store.current().user(name);
+        let digest = self.cache.digest(name, password);
         let store = self.store.clone();
         let (user, p) = (known.clone(), password.to_owned());
         let verified = self
             .limiter
-            .run(digest, move || store.verify_against(user.as_deref(), &p))
+            .run(client, digest, move || {
+                store.verify_against(user.as_deref(), &p)
+            })
             .await?;
         match known {
             Some(user) if verified => {

@@ -2,13 +2,15 @@
 //! gets the same reply whatever was wrong; failures per client IP lead to delays and
 //! then to 421 and a temporary block.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use postern_proto::{EnhancedCode, Reply};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Exit, Flow, Session};
-use crate::auth::Verdict;
+use crate::auth::{User, Verdict};
 use crate::login::Checked;
 use crate::login::limiter::Busy;
 use crate::policy::Refusal;
@@ -81,58 +83,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             "LOGIN" => "LOGIN",
             _ => "other",
         };
-        let checked = match (&self.gw.logins, name) {
-            (Some(logins), Some(name)) => logins.check(&name, &password).await,
+        let started = tokio::time::Instant::now();
+        let gw = self.gw.clone();
+        let logins = gw.logins.as_ref();
+        // A login verified recently costs no hash and counts as no attempt.
+        let cached = match (logins, &name) {
+            (Some(l), Some(n)) => l.cached(n, &password),
+            _ => None,
+        };
+        if let Some(user) = cached {
+            return self.authenticated(user, mech_label, &mechanism);
+        }
+        // Anything else counts toward the brute-force limits before any hashing (a
+        // success is forgiven), so a flood of attempts is refused without costing a
+        // hash each.
+        let verdict = gw.failures.record_failure(self.peer);
+        if verdict == Verdict::Block {
+            gw.metrics
+                .auth_attempts
+                .with_label_values(&[mech_label, "blocked"])
+                .inc();
+            tracing::warn!(client = %self.peer, "client blocked after repeated authentication failures");
+            return self.blocked();
+        }
+        let checked = match (logins, name) {
+            (Some(l), Some(n)) => l.verify(self.peer, &n, &password).await,
             _ => Ok(Checked::Refused),
         };
-        let user = match checked {
-            Ok(Checked::User(user)) => Some(user),
-            Ok(Checked::Refused) => None,
+        match checked {
+            Ok(Checked::User(user)) => {
+                gw.failures.forgive(self.peer);
+                return self.authenticated(user, mech_label, &mechanism);
+            }
+            Ok(Checked::Refused) => {}
             Err(Busy) => {
+                gw.failures.forgive(self.peer);
                 tracing::warn!(client = %self.peer, "AUTH deferred: too many logins waiting for verification");
-                self.gw
-                    .metrics
+                gw.metrics
                     .auth_attempts
                     .with_label_values(&[mech_label, "busy"])
                     .inc();
                 return self.refuse(Refusal::AuthBusy);
             }
-        };
-        if let Some(user) = user {
-            self.gw
-                .metrics
-                .auth_attempts
-                .with_label_values(&[mech_label, "success"])
-                .inc();
-            tracing::info!(client = %self.peer, user = %user.name, mechanism, "authenticated");
-            self.user = Some(user);
-            return self.ok(Reply::new(
-                235,
-                EnhancedCode(2, 7, 0),
-                "Authentication successful",
-            ));
         }
         tracing::info!(client = %self.peer, mechanism, "authentication failed");
-        let verdict = self.gw.failures.record_failure(self.peer);
-        let result = if verdict == Verdict::Block {
-            "blocked"
-        } else {
-            "failure"
-        };
+        gw.metrics
+            .auth_attempts
+            .with_label_values(&[mech_label, "failure"])
+            .inc();
+        // Every failure takes at least as long, whatever was wrong (an unknown user,
+        // an argon2id or a bcrypt hash), so timing tells nothing; no slot is held.
+        tokio::time::sleep_until(started + gw.config.auth.failure_reply_time).await;
+        if let Verdict::Delay(d) = verdict {
+            tokio::time::sleep(d).await;
+        }
+        self.refuse(Refusal::AuthFailed)
+    }
+
+    /// 235, and the session is the user's.
+    fn authenticated(&mut self, user: Arc<User>, mech_label: &str, mechanism: &str) -> Flow {
         self.gw
             .metrics
             .auth_attempts
-            .with_label_values(&[mech_label, result])
+            .with_label_values(&[mech_label, "success"])
             .inc();
-        match verdict {
-            Verdict::Allow => {}
-            Verdict::Delay(d) => tokio::time::sleep(d).await,
-            Verdict::Block => {
-                tracing::warn!(client = %self.peer, "client blocked after repeated authentication failures");
-                return self.blocked();
-            }
-        }
-        self.refuse(Refusal::AuthFailed)
+        tracing::info!(client = %self.peer, user = %user.name, mechanism, "authenticated");
+        self.user = Some(user);
+        self.ok(Reply::new(
+            235,
+            EnhancedCode(2, 7, 0),
+            "Authentication successful",
+        ))
     }
 
     /// 421 and close, for a client blocked after too many failures.
