@@ -112,3 +112,48 @@ fn starttls_resets_the_session() {
         "503 5.5.1 Error: TLS already active"
     );
 }
+
+/// Session resumption on 465 with `openssl s_client -sess_out` / `-sess_in`: a client
+/// that comes back resumes ("Reused") even after 300 other full handshakes, with
+/// TLS 1.3 tickets and with TLS 1.2 (tickets, and the session cache).
+#[test]
+fn sessions_resume_after_many_other_handshakes() {
+    let gw = TestGateway::start(|_| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let connect = |extra: &[&str]| {
+        let mut cmd = Command::new(require("openssl").unwrap());
+        cmd.args(["s_client", "-connect"])
+            .arg(gw.submissions.to_string())
+            .args(["-CAfile"])
+            .arg(&gw.config.tls.certificate)
+            .args(["-verify_hostname", "gateway.test", "-crlf", "-ign_eof"])
+            .args(extra);
+        // The greeting comes after the handshake; by then the tickets have arrived.
+        transcript(&mut cmd, b"QUIT\n").1
+    };
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = dir.path().join(format!("session{version}.pem"));
+        let session = session.to_str().unwrap();
+        let first = connect(&[version, "-sess_out", session]);
+        assert!(first.contains("220 "), "{version}: {first}");
+        assert!(first.contains("New, TLSv1."), "{version}: {first}");
+        // 300 full handshakes by other clients in between (no session of theirs).
+        let mut others = Vec::new();
+        for _ in 0..3 {
+            let addr = gw.submissions;
+            others.push(std::thread::spawn(move || {
+                for _ in 0..100 {
+                    // A new client configuration each time: a full handshake.
+                    let (_s, greeting) = Smtp::connect_tls(addr).unwrap();
+                    assert_eq!(greeting.code, 220);
+                }
+            }));
+        }
+        for t in others {
+            t.join().unwrap();
+        }
+        let again = connect(&[version, "-sess_in", session]);
+        assert!(again.contains("Reused, TLSv1."), "{version}: {again}");
+        assert!(again.contains("220 "), "{version}: {again}");
+    }
+}

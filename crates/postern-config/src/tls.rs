@@ -19,6 +19,12 @@ pub struct TlsConfig {
     /// How often the files are checked for changes; a change is loaded without a restart.
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// TLS sessions remembered for resumption by session ID (TLS 1.2); 0 turns it off.
+    pub session_cache_size: usize,
+    /// Stateless session tickets (RFC 5077, and TLS 1.3's), under keys that rotate every
+    /// few hours: a client that comes back resumes without a full handshake, whatever
+    /// the cache holds.
+    pub session_tickets: bool,
 }
 
 impl Default for TlsConfig {
@@ -28,6 +34,8 @@ impl Default for TlsConfig {
             private_key: PathBuf::from("/etc/postern/tls/tls.key"),
             self_signed_if_missing: false,
             reload_interval: Duration::from_secs(5),
+            session_cache_size: 4096,
+            session_tickets: true,
         }
     }
 }

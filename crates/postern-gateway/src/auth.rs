@@ -288,6 +288,34 @@ impl FailureTracker {
 
     /// Records one failure and says what to do.
     pub fn record_failure(&self, ip: IpAddr) -> Verdict {
+        match self.record_attempt(ip) {
+            Verdict::Block => Verdict::Block,
+            _ if self.failed(ip) => Verdict::Block,
+            v => v,
+        }
+    }
+
+    /// After an attempt recorded with [`Self::record_attempt`] failed: blocks the IP
+    /// (true) when its failures reached `block_after_failures`.
+    pub fn failed(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let Ok(mut map) = self.by_ip.lock() else {
+            return true;
+        };
+        match map.get_mut(&ip) {
+            Some(f) if f.count >= self.block_after => {
+                f.blocked_until = Some(now + self.block_for);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Counts an attempt before it is checked (a success is taken back with
+    /// [`Self::forgive`]). Block: more attempts than `block_after_failures` are under
+    /// way or failed, so this one is refused unchecked; Delay: a failure is to be
+    /// answered that much later.
+    pub fn record_attempt(&self, ip: IpAddr) -> Verdict {
         let now = Instant::now();
         let Ok(mut map) = self.by_ip.lock() else {
             return Verdict::Block;
@@ -312,7 +340,7 @@ impl FailureTracker {
             f.blocked_until = None;
         }
         f.count += 1;
-        if f.count >= self.block_after {
+        if f.count > self.block_after {
             f.blocked_until = Some(now + self.block_for);
             Verdict::Block
         } else if f.count > self.delay_after {
@@ -383,5 +411,35 @@ mod tests {
         assert_eq!(t.record_failure(ip), Verdict::Block);
         assert!(t.is_blocked(ip));
         assert!(!t.is_blocked("192.0.2.2".parse().unwrap()));
+    }
+
+    /// Attempts count before they are checked: with more under way than the block
+    /// threshold, the next is refused unchecked; a success is taken back.
+    #[test]
+    fn attempts_count_before_checking() {
+        let cfg = postern_config::AuthConfig {
+            delay_after_failures: 5,
+            block_after_failures: 3,
+            ..Default::default()
+        };
+        let t = FailureTracker::new(&cfg);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(t.record_attempt(ip), Verdict::Allow);
+        }
+        assert_eq!(t.record_attempt(ip), Verdict::Block, "a fourth at once");
+        assert!(t.is_blocked(ip));
+
+        let t = FailureTracker::new(&cfg);
+        assert_eq!(t.record_failure(ip), Verdict::Allow);
+        assert_eq!(t.record_failure(ip), Verdict::Allow);
+        // A right password at the threshold still works, and is taken back.
+        assert_eq!(t.record_attempt(ip), Verdict::Allow);
+        t.forgive(ip);
+        assert!(!t.is_blocked(ip));
+        // The next failure is the third: blocked.
+        assert_eq!(t.record_attempt(ip), Verdict::Allow);
+        assert!(t.failed(ip));
+        assert!(t.is_blocked(ip));
     }
 }

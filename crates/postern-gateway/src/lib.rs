@@ -142,7 +142,7 @@ impl Gateway {
                 );
             }
         }
-        let tls = Arc::new(ServerTls::load(&tls_cfg.certificate, &tls_cfg.private_key)?);
+        let tls = Arc::new(ServerTls::load(tls_cfg)?);
         tls.spawn_reloader(tls_cfg.reload_interval);
         let credentials = match &config.auth.credentials_file {
             Some(path) => {

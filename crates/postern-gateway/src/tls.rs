@@ -118,17 +118,28 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
-    /// Loads the files and builds a rustls server config (TLS 1.2+).
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+    /// Loads the files and builds a rustls server config (TLS 1.2+) with session
+    /// resumption per `cfg`.
+    pub fn load(cfg: &postern_config::TlsConfig) -> Result<Self, TlsError> {
+        let (cert, key) = (cfg.certificate.as_path(), cfg.private_key.as_path());
         let ck = load_certified_key(cert, key)?;
         let resolver = Arc::new(ReloadingResolver {
             current: RwLock::new(Arc::new(ck)),
         });
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
+        config.session_storage = if cfg.session_cache_size > 0 {
+            rustls::server::ServerSessionMemoryCache::new(cfg.session_cache_size)
+        } else {
+            Arc::new(rustls::server::NoServerSessionStorage {})
+        };
+        if cfg.session_tickets {
+            // Keys rotate (rustls: every 6 hours, the previous one still accepted).
+            config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        }
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             resolver,

@@ -97,7 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // Anything else counts toward the brute-force limits before any hashing (a
         // success is forgiven), so a flood of attempts is refused without costing a
         // hash each.
-        let verdict = gw.failures.record_failure(self.peer);
+        let verdict = gw.failures.record_attempt(self.peer);
         if verdict == Verdict::Block {
             gw.metrics
                 .auth_attempts
@@ -127,10 +127,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         tracing::info!(client = %self.peer, mechanism, "authentication failed");
+        let blocked = gw.failures.failed(self.peer);
         gw.metrics
             .auth_attempts
-            .with_label_values(&[mech_label, "failure"])
+            .with_label_values(&[mech_label, if blocked { "blocked" } else { "failure" }])
             .inc();
+        if blocked {
+            tracing::warn!(client = %self.peer, "client blocked after repeated authentication failures");
+            return self.blocked();
+        }
         // Every failure takes at least as long, whatever was wrong (an unknown user,
         // an argon2id or a bcrypt hash), so timing tells nothing; no slot is held.
         tokio::time::sleep_until(started + gw.config.auth.failure_reply_time).await;
