@@ -660,3 +660,18 @@ pub async fn create_relay(
     }
     panic!("could not create MailRelay {name}");
 }
+
+/// Makes the operator reconcile a MailRelay now rather than at its next requeue (an
+/// annotation change is a watch event).
+pub async fn nudge(relays: &kube::Api<postern_api::MailRelay>, name: &str) {
+    relays
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"test/nudge": "1"}}
+            })),
+        )
+        .await
+        .expect("annotating the MailRelay");
+}

@@ -15,7 +15,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use kube::{Client, Resource};
 use postern_api::MailRelay;
 use postern_config::GatewayConfig;
-use postern_tests::kube::{TestCluster, create_relay, third_party_crds};
+use postern_tests::kube::{TestCluster, create_relay, nudge, third_party_crds};
 use postern_tests::process::{ChildGuard, SpawnGuarded};
 use postern_tests::repo_file;
 use postern_tests::wait::eventually_async;
@@ -453,14 +453,7 @@ async fn cert_manager_and_prometheus_operator_crds_switch_on_certificate_and_ser
         )
         .unwrap();
     // Nudge a reconcile now rather than at the next requeue.
-    a.relays
-        .patch(
-            "relay3",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": "1"}}})),
-        )
-        .await
-        .unwrap();
+    nudge(&a.relays, "relay3").await;
     let certs: Api<DynamicObject> = Api::namespaced_with(
         a.client.clone(),
         NS,

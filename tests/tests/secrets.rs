@@ -42,7 +42,7 @@ use postern_config::{DeliveryMode, LogFormat, SmarthostConfig, SmarthostTls};
 use postern_tests::gateway::{
     BCRYPT_PASSWORD, BCRYPT_USER, PASSWORD, TestGateway, USER, built_bin, gateway_bin,
 };
-use postern_tests::kube::{TestCluster, create_relay};
+use postern_tests::kube::{TestCluster, create_relay, nudge};
 use postern_tests::peers::{require, scratch_dir};
 use postern_tests::postfix::{
     Delivery, PostfixInstance, SubmissionOptions, write_self_signed_cert,
@@ -600,14 +600,7 @@ async fn operator_never_records_a_password() {
         )
         .await
         .unwrap();
-    relays
-        .patch(
-            "relay1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": "1"}}})),
-        )
-        .await
-        .unwrap();
+    nudge(&relays, "relay1").await;
     eventually_async(
         "the rotated smarthost password",
         Duration::from_secs(90),

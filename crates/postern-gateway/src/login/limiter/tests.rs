@@ -10,6 +10,34 @@ fn ip(n: u8) -> IpAddr {
     IpAddr::from([192, 0, 2, n])
 }
 
+/// Runs one verification per `(client, digest)` at once; returns the most that ran
+/// at the same time.
+async fn most_at_once(limiter: Limiter, logins: Vec<(IpAddr, LoginDigest)>) -> usize {
+    let limiter = Arc::new(limiter);
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = logins
+        .into_iter()
+        .map(|(client, digest)| {
+            let (l, now, most) = (limiter.clone(), now.clone(), most.clone());
+            tokio::spawn(async move {
+                l.run(client, digest, move || {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    true
+                })
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Ok(true));
+    }
+    most.load(Ordering::SeqCst)
+}
+
 fn slow(count: Arc<AtomicUsize>, answer: bool) -> impl FnOnce() -> bool + Send + 'static {
     move || {
         count.fetch_add(1, Ordering::SeqCst);
@@ -66,28 +94,8 @@ async fn past_the_waiting_bound_logins_are_told_to_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_verifications_at_once_than_slots() {
-    let limiter = Arc::new(Limiter::new(2, 100));
-    let now = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..8u8)
-        .map(|i| {
-            let (l, now, most) = (limiter.clone(), now.clone(), most.clone());
-            tokio::spawn(async move {
-                l.run(ip(i), [i; 32], move || {
-                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(n, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(50));
-                    now.fetch_sub(1, Ordering::SeqCst);
-                    true
-                })
-                .await
-            })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), Ok(true));
-    }
-    assert_eq!(most.load(Ordering::SeqCst), 2);
+    let logins = (0..8u8).map(|i| (ip(i), [i; 32])).collect();
+    assert_eq!(most_at_once(Limiter::new(2, 100), logins).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,30 +124,11 @@ async fn a_dropped_login_leaves_no_verification_to_wait_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_verification_at_a_time_per_client() {
-    let limiter = Arc::new(Limiter::new(4, 100));
-    let now = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
     // Four logins from one IPv6 /64 (different addresses in it), with four slots free.
-    let tasks: Vec<_> = (1..=4u8)
-        .map(|i| {
-            let (l, now, most) = (limiter.clone(), now.clone(), most.clone());
-            let client: IpAddr = format!("2001:db8::{i}").parse().unwrap();
-            tokio::spawn(async move {
-                l.run(client, [i; 32], move || {
-                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(n, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(50));
-                    now.fetch_sub(1, Ordering::SeqCst);
-                    false
-                })
-                .await
-            })
-        })
+    let logins = (1..=4u8)
+        .map(|i| (format!("2001:db8::{i}").parse().unwrap(), [i; 32]))
         .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), Ok(false));
-    }
-    assert_eq!(most.load(Ordering::SeqCst), 1);
+    assert_eq!(most_at_once(Limiter::new(4, 100), logins).await, 1);
     assert_eq!(
         client_key("2001:db8::1:2:3:4".parse().unwrap()),
         "2001:db8::".parse::<IpAddr>().unwrap()
