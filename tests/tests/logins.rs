@@ -99,3 +99,33 @@ fn past_the_waiting_bound_auth_says_try_later() {
         "{metrics}"
     );
 }
+
+/// Every failed AUTH takes at least `auth.failure_reply_time`, whatever was wrong: an
+/// unknown user, a wrong password for an argon2id user, one for a bcrypt user. (A
+/// lower bound each: the point is that none of them answers sooner.)
+#[test]
+fn failures_take_the_same_minimum_time_whatever_the_hash() {
+    use postern_tests::gateway::BCRYPT_USER;
+    let floor = Duration::from_millis(800);
+    let gw = TestGateway::start(|c| {
+        c.auth.failure_reply_time = floor;
+        c.auth.block_after_failures = 100;
+        c.auth.delay_after_failures = 100;
+    })
+    .unwrap();
+    for (user, what) in [
+        ("nobody", "an unknown user"),
+        (USER, "an argon2id user"),
+        (BCRYPT_USER, "a bcrypt user"),
+    ] {
+        let (mut s, _) = Smtp::connect_tls(gw.submissions).unwrap();
+        s.cmd("EHLO timing.test").unwrap();
+        let started = Instant::now();
+        let r = s
+            .cmd(&format!("AUTH PLAIN {}", plain(user, "not the password")))
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(r.code, 535, "{what}: {}", r.text);
+        assert!(took >= floor, "{what} was answered after {took:?}");
+    }
+}
