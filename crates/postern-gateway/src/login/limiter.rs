@@ -84,26 +84,36 @@ impl Limiter {
     where
         F: FnOnce() -> bool + Send + 'static,
     {
-        let joined = self
-            .in_flight
-            .lock()
-            .map_err(|_| Busy)?
-            .get(&digest)
-            .cloned();
-        if let Some(mut rx) = joined
-            && let Ok(answer) = rx.wait_for(Option::is_some).await
-        {
-            return Ok(answer.unwrap_or(false));
+        // Join a verification of this login in flight, or list ours, in one step:
+        // two logins must never both find none and both verify.
+        let (tx, joined) = {
+            let mut m = self.in_flight.lock().map_err(|_| Busy)?;
+            match m.get(&digest) {
+                Some(rx) => (None, Some(rx.clone())),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    m.insert(digest, rx);
+                    (Some(tx), None)
+                }
+            }
+        };
+        if let Some(mut rx) = joined {
+            return match rx.wait_for(Option::is_some).await {
+                Ok(answer) => Ok(answer.unwrap_or(false)),
+                // The verifying login went away before it had an answer.
+                Err(_) => Err(Busy),
+            };
         }
-        // No verification of this login in flight (or its session went away): this
-        // one verifies, if there is room to wait for a slot.
+        let _flight = Flight {
+            map: &self.in_flight,
+            digest,
+        };
+        let Some(tx) = tx else { return Err(Busy) };
         if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             return Err(Busy);
         }
         let wait = Waiting(&self.waiting);
-        let (tx, rx) = watch::channel(None);
-        let _flight = Flight::enter(&self.in_flight, digest, rx);
         let gate = self.client_gate(client)?;
         let mine = gate.acquire_owned().await.map_err(|_| Busy)?;
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| Busy)?;
@@ -120,24 +130,11 @@ impl Limiter {
     }
 }
 
-/// A verification in flight, listed while alive (also when its session is dropped
+/// A verification in flight, unlisted when it ends (also when its session is dropped
 /// while waiting, so a later login never waits on a verification nobody runs).
 struct Flight<'a> {
     map: &'a Mutex<HashMap<LoginDigest, watch::Receiver<Option<bool>>>>,
     digest: LoginDigest,
-}
-
-impl<'a> Flight<'a> {
-    fn enter(
-        map: &'a Mutex<HashMap<LoginDigest, watch::Receiver<Option<bool>>>>,
-        digest: LoginDigest,
-        rx: watch::Receiver<Option<bool>>,
-    ) -> Self {
-        if let Ok(mut m) = map.lock() {
-            m.insert(digest, rx);
-        }
-        Self { map, digest }
-    }
 }
 
 impl Drop for Flight<'_> {
